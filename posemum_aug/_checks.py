@@ -1,0 +1,49 @@
+"""Input validation shared by every module: each check raises ``ValueError`` naming the value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def check_probability(name: str, value: float) -> float:
+    """Return ``value`` as a float if it lies in ``[0, 1]``, else raise ``ValueError``."""
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 1, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
+    """Normalise an int or a pair of ints (each >= 1) to a ``(rows, cols)`` tuple."""
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    for v in pair:
+        check_positive_int(name, v)
+    return (int(pair[0]), int(pair[1]))
+
+
+def check_min_dims(name: str, x: torch.Tensor, ndim: int) -> None:
+    """Raise ``ValueError`` unless ``x`` is a tensor with at least ``ndim`` dimensions."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < ndim:
+        raise ValueError(f"{name} must have at least {ndim} dims, got shape {tuple(x.shape)}")
+
+
+def check_shape(name: str, x: torch.Tensor, shape: Sequence[int | None]) -> None:
+    """Raise ``ValueError`` unless ``x.shape`` matches ``shape`` (``None`` matches any size)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    want = tuple("*" if s is None else s for s in shape)
+    ok = x.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape, strict=True))
+    if not ok:
+        raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
