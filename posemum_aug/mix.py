@@ -1,0 +1,723 @@
+"""Exact tile mixing and unmixing (Pose-MUM / MUM), functional core and module.
+
+A batch is split into groups of ``G`` consecutive samples and every sample into a
+``Th x Tw`` grid of tiles. A :class:`TilePlan` says, for every output sample and tile
+position, which input sample's tile it holds. Tiles never move spatially; only their
+owner changes, so mixing is a permutation of the batch at every tile position and
+:func:`unmix_tiles` undoes :func:`mix_tiles` bit for bit.
+
+Tile row ``i`` of a map of height ``H`` covers rows ``[floor(i*H/Th), floor((i+1)*H/Th))``
+and columns alike (see :func:`tile_bounds`), so the same plan applies exactly to maps of
+any resolution: the input image, every feature map of a backbone, every HRNet branch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar, cast, overload
+
+import torch
+from torch import Tensor, nn
+
+from posemum_aug._checks import (
+    check_min_dims,
+    check_pair,
+    check_positive_int,
+    check_probability,
+    check_shape,
+)
+
+__all__ = [
+    "MixHandle",
+    "PoseMUM",
+    "TilePlan",
+    "attach",
+    "mix_keypoints",
+    "mix_tiles",
+    "sample_tile_plan",
+    "tile_bounds",
+    "unmix_tiles",
+]
+
+Maps = TypeVar("Maps", Tensor, list[Tensor], tuple[Tensor, ...])
+
+
+def tile_bounds(size: int, tiles: int) -> list[int]:
+    """Boundaries of ``tiles`` tiles along an axis of ``size`` pixels.
+
+    Tile ``i`` covers ``[bounds[i], bounds[i + 1])`` with ``bounds[i] = floor(i * size / tiles)``.
+    Tiles differ in size by at most one pixel and may be empty when ``size < tiles``.
+
+    Args:
+        size: length of the axis in pixels (>= 1).
+        tiles: number of tiles along the axis (>= 1).
+
+    Returns:
+        ``tiles + 1`` increasing integers from ``0`` to ``size``.
+
+    Raises:
+        ValueError: if ``size`` or ``tiles`` is not an integer >= 1.
+
+    Example:
+        >>> tile_bounds(10, 4)
+        [0, 2, 5, 7, 10]
+        >>> tile_bounds(2, 4)
+        [0, 0, 1, 1, 2]
+    """
+    check_positive_int("size", size)
+    check_positive_int("tiles", tiles)
+    return [i * size // tiles for i in range(tiles + 1)]
+
+
+class TilePlan:
+    """Which input sample each output tile comes from.
+
+    ``source`` is a ``torch.long`` tensor of shape ``(B, Th, Tw)``: output sample ``b`` at
+    tile ``(i, j)`` holds tile ``(i, j)`` of input sample ``source[b, i, j]``. For every
+    tile position, ``source[:, i, j]`` must be a permutation of ``0..B-1``.
+
+    Args:
+        source: ``(B, Th, Tw)`` integer tensor, a permutation of the batch per tile.
+
+    Raises:
+        ValueError: if ``source`` is not a 3-d integer tensor or some ``source[:, i, j]``
+            is not a permutation of ``0..B-1``.
+
+    Example:
+        >>> import torch
+        >>> plan = TilePlan(torch.tensor([[[1]], [[0]]]))  # swap two samples
+        >>> plan.batch_size, plan.grid
+        (2, (1, 1))
+        >>> plan.inverse().source.flatten().tolist()
+        [1, 0]
+    """
+
+    __slots__ = ("source",)
+
+    source: Tensor
+
+    def __init__(self, source: Tensor) -> None:
+        check_min_dims("source", source, 3)
+        if source.dim() != 3:
+            raise ValueError(f"source must have shape (B, Th, Tw), got {tuple(source.shape)}")
+        if source.dtype.is_floating_point or source.dtype.is_complex or source.dtype == torch.bool:
+            raise ValueError(f"source must be an integer tensor, got dtype {source.dtype}")
+        if 0 in source.shape:
+            raise ValueError(f"source must be non-empty, got shape {tuple(source.shape)}")
+        source = source.long()
+        expected = torch.arange(source.shape[0], device=source.device).view(-1, 1, 1)
+        if not bool((source.sort(dim=0).values == expected).all()):
+            raise ValueError(
+                "every source[:, i, j] must be a permutation of 0..B-1; "
+                f"got source of shape {tuple(source.shape)} that is not"
+            )
+        self.source = source
+
+    @classmethod
+    def _trusted(cls, source: Tensor) -> TilePlan:
+        """Wrap a ``source`` known to be valid (built by this module) without a device sync."""
+        plan = cls.__new__(cls)
+        plan.source = source
+        return plan
+
+    @classmethod
+    def identity(
+        cls, batch_size: int, grid: int | Sequence[int], device: torch.device | str | None = None
+    ) -> TilePlan:
+        """The plan that leaves every tile with its own sample.
+
+        Args:
+            batch_size: ``B`` (>= 1).
+            grid: ``Th`` and ``Tw``, an int for a square grid or a pair.
+            device: where ``source`` lives.
+
+        Example:
+            >>> TilePlan.identity(3, (1, 2)).source[:, 0, 1].tolist()
+            [0, 1, 2]
+        """
+        check_positive_int("batch_size", batch_size)
+        th, tw = check_pair("grid", grid)
+        source = torch.arange(batch_size, device=device).view(-1, 1, 1).expand(-1, th, tw)
+        return cls._trusted(source.contiguous())
+
+    @property
+    def batch_size(self) -> int:
+        """``B``, the number of samples the plan mixes."""
+        return int(self.source.shape[0])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """``(Th, Tw)``, the tile grid."""
+        return (int(self.source.shape[1]), int(self.source.shape[2]))
+
+    @property
+    def device(self) -> torch.device:
+        """The device of ``source``."""
+        return self.source.device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TilePlan:
+        """The same plan with ``source`` on ``device``."""
+        return TilePlan._trusted(self.source.to(device, non_blocking=non_blocking))
+
+    def inverse(self) -> TilePlan:
+        """The plan that undoes this one: ``mix_tiles(mix_tiles(x, p), p.inverse()) == x``.
+
+        Example:
+            >>> import torch
+            >>> g = torch.Generator().manual_seed(1)
+            >>> p = sample_tile_plan(6, group_size=3, grid=2, generator=g)
+            >>> torch.equal(p.inverse().inverse().source, p.source)
+            True
+        """
+        batch = torch.arange(self.batch_size, device=self.device).view(-1, 1, 1)
+        inverse = torch.empty_like(self.source).scatter_(
+            0, self.source, batch.expand_as(self.source)
+        )
+        return TilePlan._trusted(inverse)
+
+    def then(self, other: TilePlan) -> TilePlan:
+        """Mixing with this plan and then with ``other``, as a single plan.
+
+        ``mix_tiles(mix_tiles(x, a), b) == mix_tiles(x, a.then(b))``.
+
+        Raises:
+            ValueError: if the batch sizes or grids differ.
+
+        Example:
+            >>> import torch
+            >>> g = torch.Generator().manual_seed(0)
+            >>> a = sample_tile_plan(4, grid=2, generator=g)
+            >>> b = sample_tile_plan(4, grid=2, generator=g)
+            >>> x = torch.arange(64.0).view(4, 1, 4, 4)
+            >>> torch.equal(mix_tiles(mix_tiles(x, a), b), mix_tiles(x, a.then(b)))
+            True
+        """
+        if other.source.shape != self.source.shape:
+            raise ValueError(
+                "plans must have the same (B, Th, Tw) to compose, got "
+                f"{tuple(self.source.shape)} and {tuple(other.source.shape)}"
+            )
+        return TilePlan._trusted(self.source.gather(0, other.source.to(self.device)))
+
+    def __repr__(self) -> str:
+        return f"TilePlan(batch_size={self.batch_size}, grid={self.grid}, device={self.device})"
+
+
+def sample_tile_plan(
+    batch_size: int,
+    *,
+    group_size: int = 4,
+    grid: int | Sequence[int] = (4, 4),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> TilePlan:
+    """Sample a plan: an independent uniform permutation per group and tile position.
+
+    Groups are consecutive samples ``[0, G), [G, 2G), ...``; when ``batch_size`` is not a
+    multiple of ``group_size`` the last group is smaller and mixes among itself (nothing is
+    dropped). Sampling runs on the CPU with ``generator`` and the plan is then moved to
+    ``device``, so a seed gives the same plan on every device.
+
+    Args:
+        batch_size: ``B`` (>= 1).
+        group_size: ``G`` (>= 1); ``G = 1`` gives the identity plan.
+        grid: ``(Th, Tw)``, or an int for a square grid.
+        generator: a CPU ``torch.Generator`` for reproducible plans.
+        device: where the returned plan lives.
+
+    Returns:
+        A :class:`TilePlan` with ``source`` of shape ``(B, Th, Tw)``.
+
+    Raises:
+        ValueError: if ``batch_size``, ``group_size`` or a grid side is not an integer >= 1.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> plan = sample_tile_plan(6, group_size=4, grid=(2, 3), generator=g)
+        >>> plan.source.shape
+        torch.Size([6, 2, 3])
+        >>> bool((plan.source[:4] < 4).all() and (plan.source[4:] >= 4).all())
+        True
+    """
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("group_size", group_size)
+    th, tw = check_pair("grid", grid)
+    # argsort of i.i.d. uniforms is a uniform permutation; the integer group offset keeps
+    # every sample's key inside its group's interval, so the sort never crosses groups.
+    keys = torch.rand(batch_size, th, tw, generator=generator, dtype=torch.float64)
+    keys += (torch.arange(batch_size, dtype=torch.float64) // group_size).view(-1, 1, 1)
+    source = keys.argsort(dim=0, stable=True)
+    return TilePlan._trusted(source if device is None else source.to(device))
+
+
+def _tile_of(pixel: Tensor, size: int, tiles: int) -> Tensor:
+    """Tile index of integer pixel coordinates in ``[0, size)``, by :func:`tile_bounds`.
+
+    ``floor(i * size / tiles) <= p`` holds exactly for ``i <= ((p + 1) * tiles - 1) // size``.
+    """
+    return torch.div((pixel + 1) * tiles - 1, size, rounding_mode="floor")
+
+
+def _unit_index(source: Tensor, shape: torch.Size) -> tuple[Tensor, int]:
+    """Row index into ``x.view(-1, u)`` that mixes ``x`` of ``shape`` with ``source``.
+
+    The ``(H, W)`` plane is cut into horizontal runs of ``u`` pixels, ``u`` the largest
+    width that divides every column-tile boundary, so that no run crosses a tile border.
+    Run ``(b, m, r, k)`` of the output is run ``(source[b, ti(r), tj(k)], m, r, k)`` of the
+    input, a single ``index_select`` over contiguous runs.
+    """
+    batch, height, width = shape[0], shape[-2], shape[-1]
+    middle = math.prod(shape[1:-2])
+    th, tw = int(source.shape[1]), int(source.shape[2])
+    col_bounds = tile_bounds(width, tw)
+    unit = math.gcd(*col_bounds)
+    runs = width // unit
+    device = source.device
+    row_tile = _tile_of(torch.arange(height, device=device), height, th)
+    col_tile = _tile_of(torch.arange(runs, device=device) * unit, width, tw)
+    per_sample = middle * height * runs
+    dtype = torch.int32 if batch * per_sample < 2**31 else torch.int64
+    owner = source.to(dtype)[:, row_tile][:, :, col_tile]  # (B, H, runs)
+    offsets = torch.arange(per_sample, device=device, dtype=dtype).view(middle, height, runs)
+    return (owner * per_sample).unsqueeze(1) + offsets, unit
+
+
+def _permute_tiles(x: Tensor, source: Tensor) -> Tensor:
+    index, unit = _unit_index(source, x.shape)
+    runs = x.contiguous().view(-1, unit)
+    return runs.index_select(0, index.view(-1)).view(x.shape)
+
+
+class _TilePermutation(torch.autograd.Function):
+    """``_permute_tiles`` whose gradient is the inverse permutation (a copy, not a scatter-add)."""
+
+    @staticmethod
+    def forward(x: Tensor, source: Tensor) -> Tensor:
+        return _permute_tiles(x, source)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (source,) = ctx.saved_tensors
+        inverse = TilePlan._trusted(source).inverse().source
+        return _apply_permutation(grad, inverse), None
+
+
+def _apply_permutation(x: Tensor, source: Tensor) -> Tensor:
+    return cast(Tensor, _TilePermutation.apply(x, source))  # type: ignore[no-untyped-call]
+
+
+def _mix_one(x: Tensor, plan: TilePlan, name: str) -> Tensor:
+    check_min_dims(name, x, 3)
+    if x.shape[0] != plan.batch_size:
+        raise ValueError(
+            f"{name} has batch size {x.shape[0]} but the plan mixes {plan.batch_size} samples "
+            f"(shape {tuple(x.shape)})"
+        )
+    if x.numel() == 0:
+        return x.clone()
+    source = plan.source.to(x.device, non_blocking=True)
+    return _apply_permutation(x, source)
+
+
+@overload
+def mix_tiles(x: Tensor, plan: TilePlan) -> Tensor: ...
+@overload
+def mix_tiles(x: list[Tensor], plan: TilePlan) -> list[Tensor]: ...
+@overload
+def mix_tiles(x: tuple[Tensor, ...], plan: TilePlan) -> tuple[Tensor, ...]: ...
+def mix_tiles(x: Maps, plan: TilePlan) -> Maps:
+    """Mix the tiles of ``x`` across the batch with ``plan``.
+
+    ``out[b, ..., rows_i, cols_j] = x[plan.source[b, i, j], ..., rows_i, cols_j]`` with the
+    tile rows and columns of :func:`tile_bounds` at the resolution of ``x``. Works for any
+    dtype, any ``H, W >= 1`` (divisible by the grid or not, smaller than the grid too) and
+    any number of middle dims; it is differentiable, the gradient being the inverse
+    permutation. Each call is one gather of contiguous pixel runs, with no host sync.
+
+    Args:
+        x: ``(B, *, H, W)`` tensor, or a list/tuple of such tensors (e.g. HRNet branches at
+            different resolutions), all mixed with the same plan.
+        plan: a :class:`TilePlan` with ``batch_size == B``; moved to ``x``'s device.
+
+    Returns:
+        Same type, shapes, dtype and device as ``x``.
+
+    Raises:
+        ValueError: if a tensor has fewer than 3 dims or its batch size differs from the plan's.
+
+    Example:
+        >>> import torch
+        >>> x = torch.arange(32.0).view(2, 1, 4, 4)
+        >>> plan = TilePlan(torch.tensor([[[0, 1], [1, 0]], [[1, 0], [0, 1]]]))
+        >>> mix_tiles(x, plan)[0, 0]
+        tensor([[ 0.,  1., 18., 19.],
+                [ 4.,  5., 22., 23.],
+                [24., 25., 10., 11.],
+                [28., 29., 14., 15.]])
+        >>> torch.equal(unmix_tiles(mix_tiles(x, plan), plan), x)
+        True
+    """
+    if isinstance(x, Tensor):
+        return _mix_one(x, plan, "x")
+    if isinstance(x, list | tuple):
+        mixed = [_mix_one(t, plan, f"x[{k}]") for k, t in enumerate(x)]
+        return type(x)(mixed)
+    raise ValueError(f"x must be a tensor or a list/tuple of tensors, got {type(x).__name__}")
+
+
+@overload
+def unmix_tiles(x: Tensor, plan: TilePlan) -> Tensor: ...
+@overload
+def unmix_tiles(x: list[Tensor], plan: TilePlan) -> list[Tensor]: ...
+@overload
+def unmix_tiles(x: tuple[Tensor, ...], plan: TilePlan) -> tuple[Tensor, ...]: ...
+def unmix_tiles(x: Maps, plan: TilePlan) -> Maps:
+    """Undo :func:`mix_tiles` with the same ``plan``, at any resolution.
+
+    ``unmix_tiles(mix_tiles(x, plan), plan)`` equals ``x`` bit for bit. The map being
+    unmixed need not have the resolution that was mixed: features computed from a mixed
+    image are unmixed at their own resolution with the same plan.
+
+    Args:
+        x: ``(B, *, h, w)`` tensor or a list/tuple of such tensors.
+        plan: the plan that mixed them.
+
+    Returns:
+        Same type, shapes, dtype and device as ``x``.
+
+    Raises:
+        ValueError: as :func:`mix_tiles`.
+
+    Example:
+        >>> import torch
+        >>> x = torch.randn(8, 3, 7, 5, generator=torch.Generator().manual_seed(0))
+        >>> plan = sample_tile_plan(8, grid=(4, 4), generator=torch.Generator().manual_seed(0))
+        >>> torch.equal(unmix_tiles(mix_tiles(x, plan), plan), x)
+        True
+    """
+    return mix_tiles(x, plan.inverse())
+
+
+def mix_keypoints(keypoints: Tensor, plan: TilePlan, size: Sequence[int]) -> Tensor:
+    """The output sample that holds each keypoint after :func:`mix_tiles`.
+
+    A keypoint of sample ``s`` at ``(x, y)`` lies in the pixel ``(round(y), round(x))``
+    (pixel centres on integers) and so in one tile ``(i, j)``; after mixing that tile
+    belongs to the output sample ``b`` with ``plan.source[b, i, j] == s``. Keypoints
+    outside the map (or non-finite) keep their own sample.
+
+    Args:
+        keypoints: ``(B, K, 2)`` points ``(x, y)`` in pixels of a map of size ``size``.
+        plan: the plan used to mix the map.
+        size: ``(H, W)`` of the map the keypoints refer to.
+
+    Returns:
+        ``owner``, a ``(B, K)`` ``torch.long`` tensor on the keypoints' device.
+
+    Raises:
+        ValueError: if ``keypoints`` is not ``(B, K, 2)`` with ``B == plan.batch_size``.
+
+    Example:
+        >>> import torch
+        >>> plan = TilePlan(torch.tensor([[[0, 1]], [[1, 0]]]))  # right halves swapped
+        >>> kps = torch.tensor([[[0.0, 0.0], [3.0, 1.0]], [[3.0, 0.0], [9.0, 0.0]]])
+        >>> mix_keypoints(kps, plan, (2, 4))
+        tensor([[0, 1],
+                [0, 1]])
+    """
+    check_shape("keypoints", keypoints, (plan.batch_size, None, 2))
+    height, width = check_pair("size", size)
+    th, tw = plan.grid
+    device = keypoints.device
+    pixel = torch.nan_to_num(keypoints.detach(), nan=-1.0).round()
+    col, row = pixel[..., 0], pixel[..., 1]
+    inside = (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
+    tile_row = _tile_of(row.clamp(0, height - 1).long(), height, th)
+    tile_col = _tile_of(col.clamp(0, width - 1).long(), width, tw)
+    inverse = plan.inverse().source.to(device)
+    own = torch.arange(plan.batch_size, device=device).view(-1, 1).expand_as(tile_row)
+    owner = inverse[own, tile_row, tile_col]
+    return torch.where(inside, owner, own)
+
+
+class PoseMUM(nn.Module):
+    """Input- and feature-level tile mixing with one unmix before the head.
+
+    In training mode the first call after an unmix starts a *chain*: with probability
+    ``p`` it samples a plan and mixes. Every further call before :meth:`unmix` is a
+    feature-level point that re-mixes with a fresh plan with probability ``p_feature``;
+    the chain keeps the composed plan (:attr:`plan`) and :meth:`unmix` applies its
+    inverse, at any resolution, and ends the chain. In eval mode every call is the
+    identity.
+
+    Which feature points re-mix ("stochastic" feature mixing) is set by
+    ``feature_mode``: ``"one"`` (default) picks at most one point per step, uniformly
+    among ``feature_points`` points, with probability ``p_feature``; ``"all"`` flips an
+    independent coin at every point. ``feature_points`` is set by :meth:`attach` from
+    ``mix_at``; when it is unknown (``None``, manual calls) ``"one"`` behaves as ``"all"``.
+
+    Args:
+        group_size: ``G``, samples mixed together (>= 1).
+        grid: ``(Th, Tw)`` tile grid, or an int for a square grid.
+        p: probability that a chain starts with a mix (input level).
+        p_feature: probability of a feature-level re-mix (per step for ``"one"``, per
+            point for ``"all"``).
+        feature_mode: ``"one"`` or ``"all"``.
+        feature_points: number of feature-level points per step, for ``"one"``.
+        generator: CPU generator for the coin flips and plans.
+
+    Raises:
+        ValueError: for ``group_size < 1``, a grid side < 1, probabilities outside ``[0, 1]``
+            or an unknown ``feature_mode``.
+
+    Example:
+        >>> import torch
+        >>> mum = PoseMUM(group_size=2, grid=2, generator=torch.Generator().manual_seed(0))
+        >>> x = torch.randn(4, 3, 8, 8)
+        >>> feats = mum(x)                  # input-level mix (p = 1)
+        >>> feats = mum(feats * 2)          # a feature-level point
+        >>> torch.equal(mum.unmix(feats), x * 2)
+        True
+        >>> mum.plan is None                # the chain has ended
+        True
+    """
+
+    def __init__(
+        self,
+        group_size: int = 4,
+        grid: int | Sequence[int] = (4, 4),
+        p: float = 1.0,
+        p_feature: float = 0.5,
+        feature_mode: Literal["one", "all"] = "one",
+        feature_points: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        self.group_size = check_positive_int("group_size", group_size)
+        self.grid = check_pair("grid", grid)
+        self.p = check_probability("p", p)
+        self.p_feature = check_probability("p_feature", p_feature)
+        if feature_mode not in ("one", "all"):
+            raise ValueError(f"feature_mode must be 'one' or 'all', got {feature_mode!r}")
+        self.feature_mode = feature_mode
+        if feature_points is not None:
+            check_positive_int("feature_points", feature_points)
+        self.feature_points = feature_points
+        self.generator = generator
+        self._plan: TilePlan | None = None
+        self._in_chain = False
+        self._point = 0
+        self._chosen_point = -1
+        self._paused = False
+
+    @property
+    def plan(self) -> TilePlan | None:
+        """The composed plan of the current chain, or ``None`` if nothing was mixed."""
+        return self._plan
+
+    @property
+    def in_chain(self) -> bool:
+        """Whether a chain is open (mixed or not) and waits for :meth:`unmix`."""
+        return self._in_chain
+
+    @property
+    def active(self) -> bool:
+        """Whether calls mix now: training mode and not :meth:`paused`."""
+        return self.training and not self._paused
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Within this context every call is the identity (e.g. for an unmixed labelled batch)."""
+        before, self._paused = self._paused, True
+        try:
+            yield
+        finally:
+            self._paused = before
+
+    def _coin(self, probability: float) -> bool:
+        if probability >= 1.0:
+            return True
+        if probability <= 0.0:
+            return False
+        return bool(torch.rand((), generator=self.generator) < probability)
+
+    def _sample(self, batch_size: int) -> TilePlan:
+        return sample_tile_plan(
+            batch_size, group_size=self.group_size, grid=self.grid, generator=self.generator
+        )
+
+    def forward(self, x: Maps, plan: TilePlan | None = None) -> Maps:
+        """A mixing point: start a chain or re-mix features (see the class docstring).
+
+        Args:
+            x: ``(B, *, H, W)`` tensor or list/tuple of tensors.
+            plan: mix with this plan instead of sampling one (replay); always mixes.
+
+        Returns:
+            ``x`` mixed (or unchanged), same type and shapes.
+        """
+        if not self.active:
+            return x
+        batch = _batch_size(x)
+        if not self._in_chain:
+            self._in_chain, self._point, self._chosen_point = True, 0, -1
+            mix = plan is not None or self._coin(self.p)
+            pick_one = self.feature_mode == "one" and self.feature_points is not None
+            if pick_one and self._coin(self.p_feature):
+                choice = torch.randint(cast(int, self.feature_points), (), generator=self.generator)
+                self._chosen_point = int(choice)
+        else:
+            self._point += 1
+            if self.feature_mode == "one" and self.feature_points is not None:
+                mix = plan is not None or self._point == self._chosen_point + 1
+            else:
+                mix = plan is not None or self._coin(self.p_feature)
+        if not mix:
+            return x
+        step = plan if plan is not None else self._sample(batch)
+        self._plan = step if self._plan is None else self._plan.then(step)
+        return mix_tiles(x, step)
+
+    def unmix(self, y: Maps) -> Maps:
+        """Apply the inverse of the chain's composed plan to ``y`` and end the chain.
+
+        Args:
+            y: ``(B, *, h, w)`` tensor or list/tuple, at any resolution.
+
+        Returns:
+            ``y`` unmixed (unchanged in eval mode, while paused, or if nothing was mixed).
+
+        Raises:
+            ValueError: in training mode when no chain is open, or if ``B`` differs from
+                the plan's batch size.
+        """
+        if not self.active:
+            return y
+        if not self._in_chain:
+            raise ValueError("unmix called without a chain: call the PoseMUM module (mix) first")
+        plan, self._plan, self._in_chain = self._plan, None, False
+        return y if plan is None else unmix_tiles(y, plan)
+
+    def reset(self) -> None:
+        """Drop an open chain (e.g. after an exception in the forward pass)."""
+        self._plan, self._in_chain = None, False
+
+    def attach(self, model: nn.Module, mix_at: Sequence[str], unmix_at: str) -> MixHandle:
+        """Register hooks on ``model`` so that it mixes at ``mix_at`` and unmixes at ``unmix_at``.
+
+        See :func:`attach`.
+        """
+        return attach(model, self, mix_at=mix_at, unmix_at=unmix_at)
+
+    def extra_repr(self) -> str:
+        return (
+            f"group_size={self.group_size}, grid={self.grid}, p={self.p}, "
+            f"p_feature={self.p_feature}, feature_mode={self.feature_mode!r}, "
+            f"feature_points={self.feature_points}"
+        )
+
+
+def _batch_size(x: Tensor | Sequence[Tensor]) -> int:
+    first = x if isinstance(x, Tensor) else (x[0] if len(x) else None)
+    if not isinstance(first, Tensor) or first.dim() < 3:
+        shape = tuple(first.shape) if isinstance(first, Tensor) else type(first).__name__
+        raise ValueError(f"mixing needs tensors of shape (B, *, H, W), got {shape}")
+    return int(first.shape[0])
+
+
+class MixHandle:
+    """The hooks :func:`attach` registered; :meth:`remove` detaches them.
+
+    Usable as a context manager: the hooks are removed on exit.
+    """
+
+    def __init__(self, handles: list[torch.utils.hooks.RemovableHandle], mum: PoseMUM) -> None:
+        self._handles = handles
+        self.mum = mum
+
+    def remove(self) -> None:
+        """Remove every hook and drop any open chain."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.mum.reset()
+
+    def __enter__(self) -> MixHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str) -> MixHandle:
+    """Make ``model`` mix and unmix with ``mum`` through forward hooks, without editing it.
+
+    ``""`` in ``mix_at`` mixes the model's input (the first positional argument); any
+    other name mixes the output of that submodule (names as in ``model.named_modules()``,
+    tensor or list/tuple outputs as in HRNet). The first point reached in a forward pass
+    starts the chain (probability ``mum.p``); the others are feature-level points, and
+    ``mum.feature_points`` is set to their number. The output of ``unmix_at`` is unmixed.
+    Hooks act only while both ``mum`` and the hooked module are in training mode, so an
+    eval-mode copy of the model (an EMA teacher, evaluation) is never mixed.
+
+    Args:
+        model: the network.
+        mum: the :class:`PoseMUM` that holds the chain and the random state.
+        mix_at: names of the mixing points, in forward order; ``""`` for the input.
+        unmix_at: name of the submodule whose output is unmixed (before the head).
+
+    Returns:
+        A :class:`MixHandle`; ``handle.remove()`` detaches everything.
+
+    Raises:
+        ValueError: if ``mix_at`` is empty or a name is not a submodule of ``model``, or
+            ``unmix_at`` is ``""`` or also a mixing point.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+        >>> mum = PoseMUM(group_size=2, grid=2, generator=torch.Generator().manual_seed(0))
+        >>> handle = attach(net, mum, mix_at=["", "0"], unmix_at="1")
+        >>> net(torch.randn(4, 3, 8, 8)).shape
+        torch.Size([4, 2, 8, 8])
+        >>> handle.remove()
+    """
+    if len(mix_at) == 0:
+        raise ValueError("mix_at must name at least one mixing point")
+    modules = dict(model.named_modules())
+    for name in [*mix_at, unmix_at]:
+        if name not in modules:
+            raise ValueError(f"{name!r} is not a submodule of the model (see named_modules())")
+    if unmix_at == "" or unmix_at in mix_at:
+        raise ValueError(
+            f"unmix_at must name a submodule that is not a mixing point, got {unmix_at!r}"
+        )
+    mum.feature_points = len(mix_at) - 1 if len(mix_at) > 1 else None
+
+    def mix_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        if not (module.training and mum.active) or not args:
+            return None
+        return (mum(args[0]), *args[1:])
+
+    def mix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        return mum(output) if module.training and mum.active else None
+
+    def unmix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        return mum.unmix(output) if module.training and mum.active else None
+
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    for name in mix_at:
+        if name == "":
+            handles.append(model.register_forward_pre_hook(mix_input))
+        else:
+            handles.append(modules[name].register_forward_hook(mix_output))
+    handles.append(modules[unmix_at].register_forward_hook(unmix_output))
+    return MixHandle(handles, mum)
