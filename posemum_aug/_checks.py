@@ -44,6 +44,8 @@ def check_shape(name: str, x: torch.Tensor, shape: Sequence[int | None]) -> None
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     want = tuple("*" if s is None else s for s in shape)
-    ok = x.dim() == len(shape) and all(s is None or s == d for s, d in zip(shape, x.shape, strict=True))
+    ok = x.dim() == len(shape) and all(
+        s is None or s == d for s, d in zip(shape, x.shape, strict=True)
+    )
     if not ok:
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
