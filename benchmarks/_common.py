@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The flags every benchmark takes: ``--quick``, ``--devices``, ``--min-run-time``, ``--out``."""
+    """Flags every benchmark takes: ``--quick``, ``--devices``, ``--min-run-time``, ``--out``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="small sweep on CPU, for CI")
     parser.add_argument(

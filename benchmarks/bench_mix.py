@@ -26,7 +26,7 @@ from posemum_aug import TilePlan, mix_tiles, sample_tile_plan
 
 def full_index_mix(x: torch.Tensor, plan: TilePlan) -> torch.Tensor:
     """MUM's formulation: expand the plan to a per-element index and gather once."""
-    batch, channels, height, width = x.shape
+    _, channels, height, width = x.shape
     th, tw = plan.grid
     index = plan.source.repeat_interleave(height // th, 1).repeat_interleave(width // tw, 2)
     index = index.unsqueeze(1).repeat(1, channels, 1, 1)

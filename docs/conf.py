@@ -12,7 +12,7 @@ import posemum_aug  # noqa: E402
 
 project = "posemum-aug"
 author = "posemum-aug developers"
-copyright = "2026, posemum-aug developers"  # noqa: A001
+copyright = "2026, posemum-aug developers"
 release = posemum_aug.__version__
 version = release
 

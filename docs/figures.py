@@ -9,10 +9,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from posemum_aug import mix_tiles, sample_tile_plan, unmix_tiles  # noqa: E402
+from posemum_aug import mix_tiles, sample_tile_plan, unmix_tiles
 
 OUT = Path(__file__).resolve().parent / "_generated"
 
