@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
+
+# The suite runs as `pytest -n 2` on 2 cores: intra-op threads would only contend.
+torch.set_num_threads(1)
 
 settings.register_profile(
     "ci",

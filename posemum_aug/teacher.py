@@ -1,0 +1,536 @@
+"""EMAN teacher: an exponential moving average of the student's whole state, kept in eval mode.
+
+Cai et al. (EMAN, CVPR 2021) average every floating entry of the student's ``state_dict``,
+parameters *and* BatchNorm statistics, and run the teacher in eval mode only, so that its
+BatchNorm always normalises with running statistics. This module gives the functional core
+(:func:`ema_update_` and momentum schedules, pure functions of the step) and
+:class:`EMANTeacher`, the module that owns the averaged copy.
+
+Momentum convention: ``momentum`` is the weight kept on the *teacher*,
+``teacher <- momentum * teacher + (1 - momentum) * student``, as in EMAN, MoCo, BYOL, timm
+and ``torch.optim.swa_utils.get_ema_multi_avg_fn``. mmdet / mmengine's ``ExpMomentumEMA``
+use the opposite convention (their ``momentum=0.0002`` is our ``momentum=0.9998``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from posemum_aug._checks import check_positive_int, check_probability
+
+__all__ = [
+    "EMANTeacher",
+    "MomentumSchedule",
+    "constant_momentum",
+    "cosine_momentum",
+    "ema_update_",
+    "linear_warmup_momentum",
+]
+
+#: A momentum schedule: ``schedule(step, momentum) -> momentum at that step``, where the
+#: second argument is the target (base) momentum. Schedules are pure functions of the step,
+#: so the step counter and the base momentum are their whole state.
+MomentumSchedule = Callable[[int, float], float]
+
+
+def _check_step(step: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an integer >= 0, got {step!r}")
+    return step
+
+
+def constant_momentum(step: int, momentum: float) -> float:
+    """The constant schedule: ``momentum`` at every step (EMAN's default).
+
+    Args:
+        step: Update index, ``>= 0``.
+        momentum: Weight kept on the teacher, in ``[0, 1]``.
+
+    Returns:
+        ``momentum``.
+
+    Raises:
+        ValueError: If ``step`` is negative or ``momentum`` lies outside ``[0, 1]``.
+
+    Example:
+        >>> constant_momentum(10, 0.999)
+        0.999
+    """
+    _check_step(step)
+    return check_probability("momentum", momentum)
+
+
+def linear_warmup_momentum(
+    step: int, momentum: float, *, warmup_steps: int = 2000, start: float = 0.5
+) -> float:
+    """MUM's warm-up: a linear ramp from ``start`` to ``momentum`` over ``warmup_steps``.
+
+    ``m(step) = start + (momentum - start) * step / warmup_steps`` for
+    ``step < warmup_steps`` and ``momentum`` afterwards. With a low momentum early on, the
+    teacher follows the fast-improving student closely before it settles into a slow
+    average. Pass it as ``schedule=functools.partial(linear_warmup_momentum,
+    warmup_steps=...)`` to :class:`EMANTeacher`.
+
+    Args:
+        step: Update index, ``>= 0``.
+        momentum: Target weight kept on the teacher, in ``[0, 1]``.
+        warmup_steps: Length of the ramp, ``>= 1`` (MUM: 2000).
+        start: Momentum at step 0, in ``[0, 1]`` (MUM: 0.5).
+
+    Returns:
+        The momentum at ``step``.
+
+    Raises:
+        ValueError: If ``step`` is negative, ``warmup_steps < 1``, or ``momentum`` or
+            ``start`` lies outside ``[0, 1]``.
+
+    Example:
+        >>> linear_warmup_momentum(0, 0.999)
+        0.5
+        >>> linear_warmup_momentum(1000, 0.999)
+        0.7495
+        >>> linear_warmup_momentum(2000, 0.999)
+        0.999
+    """
+    _check_step(step)
+    check_probability("momentum", momentum)
+    check_positive_int("warmup_steps", warmup_steps)
+    check_probability("start", start)
+    if step >= warmup_steps:
+        return float(momentum)
+    return start + (momentum - start) * step / warmup_steps
+
+
+def cosine_momentum(step: int, momentum: float, *, total_steps: int) -> float:
+    """BYOL's schedule: a cosine increase from ``momentum`` at step 0 to 1 at ``total_steps``.
+
+    ``m(step) = 1 - (1 - momentum) * (cos(pi * step / total_steps) + 1) / 2``, and 1 from
+    ``total_steps`` on (the teacher freezes at the end of training).
+
+    Args:
+        step: Update index, ``>= 0``.
+        momentum: Base weight kept on the teacher at step 0, in ``[0, 1]``.
+        total_steps: Number of training steps, ``>= 1``.
+
+    Returns:
+        The momentum at ``step``.
+
+    Raises:
+        ValueError: If ``step`` is negative, ``total_steps < 1`` or ``momentum`` lies
+            outside ``[0, 1]``.
+
+    Example:
+        >>> cosine_momentum(0, 0.996, total_steps=100)
+        0.996
+        >>> round(cosine_momentum(50, 0.996, total_steps=100), 12)
+        0.998
+        >>> cosine_momentum(100, 0.996, total_steps=100)
+        1.0
+    """
+    _check_step(step)
+    check_probability("momentum", momentum)
+    check_positive_int("total_steps", total_steps)
+    if step >= total_steps:
+        return 1.0
+    return 1.0 - (1.0 - momentum) * (math.cos(math.pi * step / total_steps) + 1.0) / 2.0
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The user's module inside ``DistributedDataParallel``, ``DataParallel``, ``torch.compile``."""
+    while True:
+        if isinstance(module, DistributedDataParallel | DataParallel):
+            module = module.module
+            continue
+        # torch.compile's OptimizedModule keeps the original as ``_orig_mod``; duck-typed so
+        # that importing this file does not import torch._dynamo (seconds).
+        inner = getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
+
+
+@dataclass(frozen=True)
+class _State:
+    """A module's state tensors (parameters and persistent buffers, in ``state_dict`` order).
+
+    ``owners[i][keys[i]] is tensors[i]``: the dicts the tensors live in, so that a replaced
+    tensor (``.to()`` on buffers, ``load_state_dict(assign=True)``) can be detected.
+    """
+
+    names: list[str]
+    tensors: list[Tensor]
+    is_buffer: list[bool]
+    owners: list[dict[str, Any]]
+    keys: list[str]
+
+
+def _collect_state(module: nn.Module) -> _State:
+    state = _State([], [], [], [], [])
+    seen: set[int] = set()
+    for prefix, mod in module.named_modules():
+        params = [(k, t, False, mod._parameters) for k, t in mod._parameters.items()]
+        buffers = [
+            (k, t, True, mod._buffers)
+            for k, t in mod._buffers.items()
+            if k not in mod._non_persistent_buffers_set
+        ]
+        for key, tensor, is_buffer, owner in params + buffers:
+            if tensor is None or id(tensor) in seen:  # unset, or tied to an earlier entry
+                continue
+            seen.add(id(tensor))
+            state.names.append(f"{prefix}.{key}" if prefix else key)
+            state.tensors.append(tensor)
+            state.is_buffer.append(is_buffer)
+            state.owners.append(owner)
+            state.keys.append(key)
+    return state
+
+
+def _averaged(tensor: Tensor) -> bool:
+    return tensor.is_floating_point() or tensor.is_complex()
+
+
+_GroupKey = tuple[torch.device, torch.dtype, torch.device, torch.dtype]
+
+
+def _group_key(teacher: Tensor, student: Tensor) -> _GroupKey:
+    return (teacher.device, teacher.dtype, student.device, student.dtype)
+
+
+@dataclass
+class _Pairing:
+    """Teacher and student state matched by name, grouped once for the foreach kernels."""
+
+    student: nn.Module
+    #: ``(key, teacher tensors, student tensors)`` per :func:`_group_key`.
+    lerp_groups: list[tuple[_GroupKey, list[Tensor], list[Tensor]]]
+    copy_teacher: list[Tensor]
+    copy_student: list[Tensor]
+    #: The student's floating buffers by (device, dtype), for the cross-rank mean.
+    student_buffers: list[list[Tensor]]
+    #: Every paired tensor (teacher's, then student's) and where it lives:
+    #: ``owners[i][keys[i]] is tensors[i]`` while the pairing is current.
+    tensors: list[Tensor]
+    owners: list[dict[str, Any]]
+    keys: list[str]
+
+    def is_current(self, student: nn.Module) -> bool:
+        """Whether this pairing still holds the live tensors of the teacher and ``student``.
+
+        Identity catches replaced tensors (``.to()`` on buffers, ``load_state_dict(assign=
+        True)``); the first tensor of each group catches a module-wide ``.to()`` that swaps
+        parameters' ``.data`` in place.
+        """
+        if student is not self.student:
+            return False
+        try:
+            live = map(dict.__getitem__, self.owners, self.keys)
+            if not all(map(operator.is_, live, self.tensors)):
+                return False
+        except KeyError:  # an entry was deleted
+            return False
+        return all(_group_key(ts[0], ss[0]) == key for key, ts, ss in self.lerp_groups)
+
+
+def _pair(teacher: nn.Module, student: nn.Module) -> _Pairing:
+    t_state, s_state = _collect_state(teacher), _collect_state(student)
+    for i in range(max(len(t_state.names), len(s_state.names))):
+        t_name = t_state.names[i] if i < len(t_state.names) else None
+        s_name = s_state.names[i] if i < len(s_state.names) else None
+        if t_name != s_name:
+            raise ValueError(
+                f"teacher and student state differ at entry {i}: teacher has {t_name!r}, "
+                f"student has {s_name!r}"
+            )
+    lerp: dict[_GroupKey, tuple[list[Tensor], list[Tensor]]] = {}
+    copy_teacher: list[Tensor] = []
+    copy_student: list[Tensor] = []
+    buffers: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    pairs = zip(t_state.names, t_state.tensors, s_state.tensors, s_state.is_buffer, strict=True)
+    for name, t, s, s_is_buffer in pairs:
+        if t.shape != s.shape:
+            raise ValueError(
+                f"teacher and student shapes differ at {name!r}: teacher {tuple(t.shape)}, "
+                f"student {tuple(s.shape)}"
+            )
+        if _averaged(t) != _averaged(s):
+            raise ValueError(
+                f"teacher and student dtypes differ in kind at {name!r}: teacher {t.dtype}, "
+                f"student {s.dtype}"
+            )
+        if not _averaged(t):
+            copy_teacher.append(t)
+            copy_student.append(s)
+            continue
+        ts, ss = lerp.setdefault(_group_key(t, s), ([], []))
+        ts.append(t)
+        ss.append(s)
+        if s_is_buffer:
+            buffers.setdefault((s.device, s.dtype), []).append(s)
+    return _Pairing(
+        student=student,
+        lerp_groups=[(key, ts, ss) for key, (ts, ss) in lerp.items()],
+        copy_teacher=copy_teacher,
+        copy_student=copy_student,
+        student_buffers=list(buffers.values()),
+        tensors=t_state.tensors + s_state.tensors,
+        owners=t_state.owners + s_state.owners,
+        keys=t_state.keys + s_state.keys,
+    )
+
+
+@torch.no_grad()
+def _apply_ema(pairing: _Pairing, momentum: float) -> None:
+    weight = 1.0 - momentum
+    for (device, dtype, student_device, student_dtype), ts, ss in pairing.lerp_groups:
+        if (student_device, student_dtype) != (device, dtype):
+            ss = [s.to(device=device, dtype=dtype) for s in ss]
+        torch._foreach_lerp_(ts, ss, weight)
+    if pairing.copy_teacher:
+        torch._foreach_copy_(pairing.copy_teacher, pairing.copy_student)
+
+
+@torch.no_grad()
+def _all_reduce_mean_(groups: list[list[Tensor]]) -> None:
+    """Average each tensor across ranks in place, one collective per (device, dtype) group."""
+    world_size = dist.get_world_size()
+    for tensors in groups:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat.div_(world_size)
+        chunks = torch.split(flat, [t.numel() for t in tensors])
+        torch._foreach_copy_(tensors, [c.view_as(t) for c, t in zip(chunks, tensors, strict=True)])
+
+
+def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float = 0.999) -> None:
+    """EMA of the student's whole state into the teacher, in place and without grad.
+
+    Every floating entry of the teacher's ``state_dict`` (parameters and floating buffers
+    such as BatchNorm ``running_mean`` / ``running_var``) becomes
+    ``momentum * teacher + (1 - momentum) * student``; every other entry (BatchNorm
+    ``num_batches_tracked``) is copied. ``momentum`` is the weight kept on the teacher
+    (EMAN's convention; mmdet / mmengine use ``1 - momentum``). Entries are matched by
+    name; ``DistributedDataParallel``, ``DataParallel`` and ``torch.compile`` wrappers are
+    looked through. This function pairs the tensors on every call: for a training loop use
+    :class:`EMANTeacher`, which pairs them once.
+
+    Args:
+        teacher: Module updated in place.
+        student: Module with the same state names and shapes. Floating entries may differ
+            in dtype or device from the teacher's (they are cast to the teacher's).
+        momentum: Weight kept on the teacher, in ``[0, 1]``: 1 leaves the teacher
+            unchanged, 0 copies the student.
+
+    Raises:
+        ValueError: If ``momentum`` lies outside ``[0, 1]``, or if the state names, shapes
+            or dtype kinds differ (the message names the first mismatch).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> teacher, student = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+        >>> _ = student(torch.tensor([[0.0, 40.0], [20.0, 80.0]]))
+        >>> student.running_mean.tolist()
+        [1.0, 6.0]
+        >>> ema_update_(teacher, student, momentum=0.5)
+        >>> teacher.running_mean.tolist(), int(teacher.num_batches_tracked)
+        ([0.5, 3.0], 1)
+    """
+    check_probability("momentum", momentum)
+    _apply_ema(_pair(_unwrap(teacher), _unwrap(student)), momentum)
+
+
+class EMANTeacher(nn.Module):
+    """EMAN's teacher: an eval-mode exponential moving average of a student's whole state.
+
+    A deep copy of the student with gradients off, **always in eval mode**: a parent's
+    ``.train()`` leaves it in eval mode, so its BatchNorm normalises with the running
+    statistics it averages and never with batch statistics. Call :meth:`update` after
+    every ``optimizer.step()``; it applies :func:`ema_update_` with the momentum of the
+    current step, ``momentum`` being the weight kept on the teacher (EMAN's convention;
+    mmdet / mmengine use ``1 - momentum``).
+
+    Fast path: the teacher and student tensors are paired by name once, grouped by
+    (device, dtype), and each update runs one ``torch._foreach_lerp_`` per group and one
+    ``torch._foreach_copy_`` for the integer entries. The pairing holds the live tensors,
+    so in-place changes (optimizer steps, ``load_state_dict``) need nothing; it is rebuilt
+    (and re-checked) when a tensor is replaced (``.to()``, ``load_state_dict(assign=True)``)
+    or another student module is passed.
+
+    Distributed training: DDP keeps parameters identical across ranks, but each rank's
+    BatchNorm statistics come from its own batches. With ``sync_buffers`` the student's
+    floating buffers are averaged across ranks, in place, before each update, so every
+    rank holds the same teacher.
+
+    Args:
+        student: The model to average. ``DistributedDataParallel``, ``DataParallel`` and
+            ``torch.compile`` wrappers are looked through (the teacher copies the inner
+            module).
+        momentum: Base weight kept on the teacher, in ``[0, 1]`` (EMAN: 0.999).
+        schedule: ``schedule(step, momentum)`` gives the momentum of each step, e.g.
+            ``functools.partial(linear_warmup_momentum, warmup_steps=2000)`` for MUM's
+            ramp or ``functools.partial(cosine_momentum, total_steps=...)`` for BYOL's;
+            ``None`` is :func:`constant_momentum`. It must be a pure function of its
+            arguments: the checkpoint stores the step and base momentum only.
+        sync_buffers: ``"auto"`` averages the student's floating buffers across ranks
+            when ``torch.distributed`` is initialised with more than one process;
+            ``True`` / ``False`` force it on or off.
+        dtype: Floating dtype of the teacher; ``None`` keeps the student's. Use
+            ``torch.float32`` for a bf16 / fp16 student: with ``momentum=0.999`` each
+            update moves the teacher by 0.1% of the gap, below bf16's resolution (2^-8),
+            so a bf16 teacher would stall. A student whose dtype differs is cast per
+            update.
+
+    Raises:
+        ValueError: If ``momentum`` lies outside ``[0, 1]``, ``sync_buffers`` is not
+            ``"auto"``, ``True`` or ``False``, or ``dtype`` is not floating.
+
+    Attributes:
+        module: The teacher network (the averaged copy).
+        base_momentum: The ``momentum`` argument, passed to ``schedule``.
+        schedule: The momentum schedule.
+        step: Number of updates so far; the index of the next update.
+        sync_buffers: The ``sync_buffers`` argument.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> student = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> teacher = EMANTeacher(student, momentum=0.9)
+        >>> _ = nn.ModuleList([student, teacher]).train()
+        >>> teacher.module[1].training
+        False
+        >>> _ = student(torch.arange(8.0).view(4, 2))
+        >>> teacher.update(student)
+        0.9
+        >>> teacher.step, int(teacher.module[1].num_batches_tracked)
+        (1, 1)
+        >>> teacher(torch.ones(3, 2)).requires_grad
+        False
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        momentum: float = 0.999,
+        schedule: MomentumSchedule | None = None,
+        sync_buffers: bool | Literal["auto"] = "auto",
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_probability("momentum", momentum)
+        if sync_buffers not in ("auto", True, False):
+            raise ValueError(f"sync_buffers must be 'auto', True or False, got {sync_buffers!r}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype or None, got {dtype}")
+        inner = _unwrap(student)
+        self.module = copy.deepcopy(inner).requires_grad_(False)
+        if dtype is not None:
+            self.module.to(dtype=dtype)
+        self.base_momentum = float(momentum)
+        self.schedule: MomentumSchedule = constant_momentum if schedule is None else schedule
+        self.sync_buffers = sync_buffers
+        self.step = 0
+        self._pairing: _Pairing | None = _pair(self.module, inner)
+        self.train()
+
+    @property
+    def momentum(self) -> float:
+        """The momentum the next :meth:`update` uses, ``schedule(step, base_momentum)``."""
+        return self.schedule(self.step, self.base_momentum)
+
+    def train(self, mode: bool = True) -> Self:
+        """Keep the teacher in eval mode: ``mode`` is ignored (a parent's ``.train()`` calls this).
+
+        Args:
+            mode: Ignored.
+
+        Returns:
+            ``self``, in eval mode.
+        """
+        return super().train(False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the teacher under ``torch.no_grad()``: its outputs carry no graph.
+
+        Args:
+            *args: Positional inputs of the wrapped network.
+            **kwargs: Keyword inputs of the wrapped network.
+
+        Returns:
+            The wrapped network's output.
+        """
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def update(self, student: nn.Module, step: int | None = None) -> float:
+        """One EMA step towards ``student``; call it after every ``optimizer.step()``.
+
+        Args:
+            student: The student, possibly wrapped in ``DistributedDataParallel``,
+                ``DataParallel`` or ``torch.compile``.
+            step: Index of this update for the schedule; ``None`` uses :attr:`step`.
+                Afterwards :attr:`step` is ``step + 1``.
+
+        Returns:
+            The momentum used.
+
+        Raises:
+            ValueError: If ``step`` is negative, the schedule returns a value outside
+                ``[0, 1]``, or ``student`` is a new module whose state names, shapes or
+                dtype kinds differ from the teacher's (the message names the first
+                mismatch). ``torch.distributed`` raises one too for ``sync_buffers=True``
+                without an initialised process group.
+        """
+        step = self.step if step is None else _check_step(step)
+        momentum = check_probability("momentum", self.schedule(step, self.base_momentum))
+        inner = _unwrap(student)
+        pairing = self._pairing
+        if pairing is None or not pairing.is_current(inner):
+            pairing = self._pairing = _pair(self.module, inner)
+        if self._syncs():
+            _all_reduce_mean_(pairing.student_buffers)
+        _apply_ema(pairing, momentum)
+        self.step = step + 1
+        return momentum
+
+    def _syncs(self) -> bool:
+        if self.sync_buffers != "auto":
+            return self.sync_buffers
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The schedule's state for ``state_dict``: the step counter and the base momentum."""
+        return {"step": self.step, "momentum": self.base_momentum}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the step counter and base momentum saved by :meth:`get_extra_state`.
+
+        Args:
+            state: The dict returned by :meth:`get_extra_state`.
+        """
+        self.step = _check_step(state["step"])
+        self.base_momentum = check_probability("momentum", state["momentum"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The pairing holds the student: a deep copy or pickle of the teacher must not carry it.
+        state = dict(self.__dict__)
+        state["_pairing"] = None
+        return state
+
+    def extra_repr(self) -> str:
+        schedule = getattr(self.schedule, "__name__", repr(self.schedule))
+        return (
+            f"momentum={self.base_momentum}, schedule={schedule}, step={self.step}, "
+            f"sync_buffers={self.sync_buffers!r}"
+        )

@@ -1,0 +1,454 @@
+"""Tests for posemum_aug.teacher: EMA exactness, eval mode, schedules, checkpoints, DDP."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import io
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+
+from posemum_aug.teacher import (
+    EMANTeacher,
+    constant_momentum,
+    cosine_momentum,
+    ema_update_,
+    linear_warmup_momentum,
+)
+from tests import _ddp_worker
+from tests.strategies import DEVICES, generator, seeds
+
+MOMENTA = st.floats(min_value=0.0, max_value=1.0)
+
+
+def cnn(seed: int = 0, bn_momentum: float | None = 0.1) -> nn.Sequential:
+    """A small CNN with BatchNorm (parameters, float buffers, an integer buffer), random state."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4, momentum=bn_momentum),
+        nn.ReLU(),
+        nn.Conv2d(4, 2, 1),
+        nn.BatchNorm2d(2, momentum=bn_momentum),
+    )
+    randomize_(model, seed)
+    return model
+
+
+def randomize_(model: nn.Module, seed: int) -> None:
+    """Fill every state entry from ``seed``: normal floats (positive variances), small counts."""
+    g = generator(seed)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if not value.is_floating_point():
+                value.copy_(torch.randint(0, 9, value.shape, generator=g))
+            elif key.endswith("running_var"):
+                value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+            else:
+                value.copy_(0.5 * torch.randn(value.shape, generator=g))
+
+
+def train_step(student: nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> None:
+    """One SGD step on a fixed random batch: changes parameters and BatchNorm statistics."""
+    weight = next(student.parameters())
+    x = torch.randn(4, 3, 6, 6, generator=generator(seed)).to(weight)
+    optimizer.zero_grad()
+    student(x).square().mean().backward()
+    optimizer.step()
+
+
+def reference_ema_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """EMAN's per-key loop: ``m * t + (1 - m) * s`` on floating entries, copy on the others."""
+    student_state = student.state_dict()
+    with torch.no_grad():
+        for key, value in teacher.state_dict().items():
+            if value.is_floating_point():
+                value.copy_(momentum * value + (1 - momentum) * student_state[key])
+            else:
+                value.copy_(student_state[key])
+
+
+def assert_state_equal(actual: nn.Module, expected: nn.Module, exact: bool = False) -> None:
+    actual_state, expected_state = actual.state_dict(), expected.state_dict()
+    assert list(actual_state) == list(expected_state)
+    for key, value in actual_state.items():
+        if not isinstance(value, torch.Tensor):  # EMANTeacher's step counter and momentum
+            assert value == expected_state[key], key
+        elif exact:
+            assert torch.equal(value, expected_state[key]), key
+        else:
+            torch.testing.assert_close(value, expected_state[key], msg=key)
+
+
+# --- the update -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("api", ["module", "function"])
+def test_update_matches_per_key_reference_loop(device: str, api: str) -> None:
+    student = cnn(0).to(device)
+    teacher = EMANTeacher(student, momentum=0.9, schedule=linear_warmup_momentum)
+    expected = copy.deepcopy(student)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    for step in range(4):
+        train_step(student, optimizer, seed=step)
+        momentum = linear_warmup_momentum(step, 0.9)
+        if api == "module":
+            assert teacher.update(student) == momentum
+        else:
+            ema_update_(teacher.module, student, momentum)
+        reference_ema_(expected, student, momentum)
+    assert_state_equal(teacher.module, expected)
+    assert int(teacher.module[1].num_batches_tracked) == 4
+    # The teacher lags the student: the comparison above is not between two copies.
+    assert not torch.equal(teacher.module[1].running_var, student[1].running_var)
+
+
+@given(seed=seeds, momentum=MOMENTA)
+def test_update_is_the_ema_formula(seed: int, momentum: float) -> None:
+    teacher, student = cnn(seed), cnn(seed + 1)
+    expected = copy.deepcopy(teacher)
+    reference_ema_(expected, student, momentum)
+    ema_update_(teacher, student, momentum)
+    assert_state_equal(teacher, expected)
+
+
+@settings(max_examples=10)
+@given(seed=seeds)
+def test_momentum_one_keeps_teacher_and_zero_copies_student(seed: int) -> None:
+    student = cnn(seed)
+    train_step(student, torch.optim.SGD(student.parameters(), lr=0.1), seed)
+    kept = EMANTeacher(cnn(seed + 1), momentum=1.0)
+    before = copy.deepcopy(kept.module.state_dict())
+    kept.update(student)
+    for key, value in kept.module.state_dict().items():
+        # Floating entries stay; the integer count is always the student's.
+        expected = before[key] if value.is_floating_point() else student.state_dict()[key]
+        assert torch.equal(value, expected), key
+    copied = EMANTeacher(cnn(seed + 1), momentum=0.0)
+    copied.update(student)
+    assert_state_equal(copied.module, student, exact=True)
+
+
+def test_tied_weights_are_averaged_once() -> None:
+    def tied(seed: int) -> nn.Sequential:
+        model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+        model[1].weight = model[0].weight
+        randomize_(model, seed)
+        return model
+
+    teacher, student = tied(0), tied(1)
+    expected = 0.75 * teacher[0].weight.detach() + 0.25 * student[0].weight.detach()
+    ema_update_(teacher, student, 0.75)
+    torch.testing.assert_close(teacher[0].weight.detach(), expected)
+    assert teacher[1].weight is teacher[0].weight
+
+
+def test_cumulative_batchnorm_sees_the_students_count() -> None:
+    """BN with ``momentum=None`` averages with weight 1 / num_batches_tracked."""
+    student = cnn(0, bn_momentum=None)
+    teacher = EMANTeacher(student, momentum=0.0)  # m = 0: the teacher is the student
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    for step in range(3):
+        train_step(student, optimizer, seed=step)
+        teacher.update(student)
+    bn = teacher.module[1]
+    assert int(bn.num_batches_tracked) == 3
+    assert_state_equal(teacher.module, student, exact=True)
+    # Resumed in train mode (e.g. to initialise a student), the cumulative average goes on
+    # with weight 1/4: the count was copied, not averaged or frozen.
+    resumed = copy.deepcopy(bn).train()
+    x = torch.randn(4, 4, 5, 5, generator=generator(7))
+    resumed(x)
+    expected = (3 * bn.running_mean + x.mean(dim=(0, 2, 3))) / 4
+    torch.testing.assert_close(resumed.running_mean, expected)
+
+
+# --- the module -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_teacher_stays_in_eval_mode_and_uses_running_statistics(device: str) -> None:
+    student = nn.Sequential(nn.BatchNorm1d(3)).to(device)
+    with torch.no_grad():
+        student[0].running_mean.copy_(torch.tensor([1.0, -2.0, 3.0]))
+        student[0].running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    teacher = EMANTeacher(student)
+    parent = nn.ModuleDict({"student": student, "teacher": teacher})
+    parent.train()
+    teacher.train(True)
+    assert student.training
+    assert not any(m.training for m in teacher.modules())
+    x = torch.randn(5, 3, generator=generator(0)).to(device)
+    bn = teacher.module[0]
+    expected = F.batch_norm(
+        x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, eps=bn.eps
+    )
+    before = copy.deepcopy(teacher.module.state_dict())
+    torch.testing.assert_close(teacher(x), expected)
+    for key, value in teacher.module.state_dict().items():  # batch statistics not tracked
+        assert torch.equal(value, before[key]), key
+
+
+def test_teacher_builds_no_graph() -> None:
+    student = cnn(0)
+    teacher = EMANTeacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    x = torch.randn(2, 3, 6, 6, requires_grad=True)
+    out = teacher(x)
+    assert not out.requires_grad and out.grad_fn is None
+    loss = (student(x) - out).square().mean()  # a usable target for the student's loss
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    teacher.update(student)
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_momentum_property_and_step_counter() -> None:
+    schedule = functools.partial(linear_warmup_momentum, warmup_steps=10)
+    teacher = EMANTeacher(cnn(0), momentum=0.9, schedule=schedule)
+    assert teacher.momentum == 0.5
+    assert teacher.update(cnn(1)) == 0.5
+    assert teacher.step == 1
+    assert teacher.momentum == linear_warmup_momentum(1, 0.9, warmup_steps=10)
+    assert teacher.update(cnn(1), step=5) == schedule(5, 0.9)
+    assert teacher.step == 6
+    with pytest.raises(ValueError, match="step"):
+        teacher.update(cnn(1), step=-1)
+    bad = EMANTeacher(cnn(0), schedule=lambda step, m: 1.5)
+    with pytest.raises(ValueError, match="momentum"):
+        bad.update(cnn(1))
+
+
+def test_checkpoint_round_trip_resumes_bit_for_bit() -> None:
+    schedule = functools.partial(linear_warmup_momentum, warmup_steps=4)
+
+    def setup(seed: int, momentum: float) -> tuple[nn.Module, EMANTeacher, torch.optim.Optimizer]:
+        student = cnn(seed)
+        teacher = EMANTeacher(student, momentum=momentum, schedule=schedule)
+        return student, teacher, torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+
+    student, teacher, optimizer = setup(0, 0.99)
+    for step in range(6):
+        if step == 3:
+            buffer = io.BytesIO()
+            torch.save([student.state_dict(), teacher.state_dict(), optimizer.state_dict()], buffer)
+        train_step(student, optimizer, seed=step)
+        teacher.update(student)
+
+    # Resume into objects built differently (another init, another base momentum): the
+    # checkpoint restores the teacher's weights, step counter and base momentum.
+    student2, teacher2, optimizer2 = setup(1, 0.5)
+    buffer.seek(0)
+    student_state, teacher_state, optimizer_state = torch.load(buffer)
+    assert "_extra_state" in teacher_state
+    pairing = teacher2._pairing
+    student2.load_state_dict(student_state)
+    teacher2.load_state_dict(teacher_state)  # copies in place: the cached lists stay live
+    optimizer2.load_state_dict(optimizer_state)
+    assert (teacher2.step, teacher2.base_momentum) == (3, 0.99)
+    assert teacher2.momentum == schedule(3, 0.99)
+    for step in range(3, 6):
+        train_step(student2, optimizer2, seed=step)
+        teacher2.update(student2)
+    assert teacher2._pairing is pairing  # never rebuilt, yet exact
+    assert teacher2.step == teacher.step == 6
+    assert_state_equal(teacher2, teacher, exact=True)
+
+
+@pytest.mark.parametrize("change", ["assign", "to_dtype", "student_to_dtype", "new_student"])
+def test_pairing_follows_replaced_tensors(change: str) -> None:
+    student = cnn(0)
+    teacher = EMANTeacher(student, momentum=0.5)
+    teacher.update(student)  # pairing in use
+    if change == "assign":
+        teacher.load_state_dict(copy.deepcopy(teacher.state_dict()), assign=True)
+    elif change == "to_dtype":
+        teacher.to(torch.float64)
+    elif change == "student_to_dtype":
+        student.to(torch.float64)
+    else:
+        student = copy.deepcopy(student)
+    train_step(student, torch.optim.SGD(student.parameters(), lr=0.1), seed=1)
+    expected = copy.deepcopy(teacher.module)
+    reference_ema_(expected, student, 0.5)
+    teacher.update(student)
+    assert_state_equal(teacher.module, expected)
+
+
+def test_pairing_follows_a_cast_that_keeps_parameter_objects() -> None:
+    """``Module.to`` swaps a parameter's ``.data`` but keeps the object: no buffer changes."""
+    student = nn.Linear(3, 2)
+    teacher = EMANTeacher(student, momentum=0.5)
+    teacher.update(student)
+    weight = teacher.module.weight
+    teacher.to(torch.float64)
+    assert teacher.module.weight is weight
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    expected = copy.deepcopy(teacher.module)
+    reference_ema_(expected, student, 0.5)
+    teacher.update(student)
+    assert_state_equal(teacher.module, expected)
+
+
+@pytest.mark.parametrize("wrap", ["compile", "data_parallel"])
+def test_wrapped_student_is_looked_through(wrap: str) -> None:
+    student = cnn(0)
+    wrapped = torch.compile(student) if wrap == "compile" else nn.DataParallel(student)
+    teacher = EMANTeacher(wrapped, momentum=0.5)
+    assert list(teacher.module.state_dict()) == list(student.state_dict())
+    train_step(student, torch.optim.SGD(student.parameters(), lr=0.1), seed=0)
+    expected = copy.deepcopy(teacher.module)
+    reference_ema_(expected, student, 0.5)
+    teacher.update(wrapped)
+    assert_state_equal(teacher.module, expected)
+
+
+def test_mismatched_student_raises_naming_the_first_mismatch() -> None:
+    teacher = EMANTeacher(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match=r"'0\.weight'.*\(3, 2\).*\(4, 2\)"):
+        teacher.update(nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 1)))
+    with pytest.raises(ValueError, match=r"teacher has '1\.weight', student has '2\.weight'"):
+        teacher.update(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match=r"teacher has 'weight', student has '0\.weight'"):
+        ema_update_(nn.Linear(2, 2), nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match=r"teacher has None, student has '1\.weight'"):
+        ema_update_(nn.Sequential(nn.Linear(2, 2)), nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+
+
+def test_fp32_teacher_of_a_bf16_student() -> None:
+    student = cnn(0).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.fill_(1.0)
+    fp32 = EMANTeacher(student, momentum=0.999, dtype=torch.float32)
+    bf16 = EMANTeacher(student, momentum=0.999)
+    assert fp32.module[0].weight.dtype == torch.float32
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+    expected = copy.deepcopy(fp32.module)
+    reference_ema_(expected, copy.deepcopy(student).float(), 0.999)
+    fp32.update(student)
+    bf16.update(student)
+    assert_state_equal(fp32.module, expected)
+    assert fp32.module[0].weight.unique().item() == pytest.approx(1.001)
+    # A 0.1% step is below bf16's resolution near 1 (2^-7): a bf16 teacher does not move.
+    assert bf16.module[0].weight.unique().item() == 1.0
+
+
+def test_copies_do_not_carry_the_student() -> None:
+    student = cnn(0)
+    teacher = EMANTeacher(student, momentum=0.5)
+    clone = copy.deepcopy(teacher)
+    assert clone._pairing is None
+    expected = copy.deepcopy(teacher.module)
+    reference_ema_(expected, student, 0.5)
+    clone.update(student)
+    assert_state_equal(clone.module, expected)
+
+
+def test_invalid_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="momentum"):
+        EMANTeacher(cnn(0), momentum=1.5)
+    with pytest.raises(ValueError, match="sync_buffers"):
+        EMANTeacher(cnn(0), sync_buffers="always")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dtype"):
+        EMANTeacher(cnn(0), dtype=torch.int64)
+    with pytest.raises(ValueError, match="momentum"):
+        ema_update_(cnn(0), cnn(1), momentum=-0.1)
+
+
+# --- schedules --------------------------------------------------------------------------
+
+
+def test_schedule_values_at_known_steps() -> None:
+    assert constant_momentum(0, 0.999) == constant_momentum(10**6, 0.999) == 0.999
+    ramp = functools.partial(linear_warmup_momentum, warmup_steps=2000)
+    assert ramp(0, 0.999) == 0.5
+    assert ramp(500, 0.999) == pytest.approx(0.5 + 0.499 / 4)
+    assert ramp(1000, 0.999) == pytest.approx(0.7495)
+    assert ramp(2000, 0.999) == ramp(10**6, 0.999) == 0.999
+    assert linear_warmup_momentum(1, 0.9, warmup_steps=2, start=0.1) == pytest.approx(0.5)
+    cosine = functools.partial(cosine_momentum, total_steps=1000)
+    assert cosine(0, 0.996) == pytest.approx(0.996)
+    assert cosine(500, 0.996) == pytest.approx(0.998)
+    assert cosine(250, 0.996) == pytest.approx(1 - 0.004 * (2**-0.5 + 1) / 2)
+    assert cosine(1000, 0.996) == cosine(5000, 0.996) == 1.0
+
+
+@given(
+    target=MOMENTA,
+    steps=st.integers(1, 50),
+    a=st.integers(0, 60),
+    b=st.integers(0, 60),
+)
+def test_schedules_are_monotone_and_bounded(target: float, steps: int, a: int, b: int) -> None:
+    lo, hi = min(a, b), max(a, b)
+    start = min(0.5, target)
+    ramp = functools.partial(linear_warmup_momentum, warmup_steps=steps, start=start)
+    cosine = functools.partial(cosine_momentum, total_steps=steps)
+    for schedule, first, last in [(ramp, start, target), (cosine, target, 1.0)]:
+        assert first - 1e-12 <= schedule(lo, target) <= schedule(hi, target) <= last + 1e-12
+        assert schedule(steps, target) == last
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: constant_momentum(-1, 0.9),
+        lambda: linear_warmup_momentum(0, 0.9, warmup_steps=0),
+        lambda: linear_warmup_momentum(0, 0.9, start=2.0),
+        lambda: cosine_momentum(0, 1.1, total_steps=10),
+        lambda: cosine_momentum(0, 0.9, total_steps=0),
+    ],
+)
+def test_schedules_reject_bad_arguments(call: Callable[[], float]) -> None:
+    with pytest.raises(ValueError):
+        call()
+
+
+# --- distributed ------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ddp_sync_buffers_gives_identical_teachers(tmp_path: Path) -> None:
+    """Two gloo processes on 127.0.0.1, each with its own data (see tests/_ddp_worker.py)."""
+    mp.spawn(_ddp_worker.run, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    synced = [r["synced"] for r in ranks]
+    drifting = [r["drifting"] for r in ranks]
+    for key, value in synced[0].items():
+        if key != "_extra_state":
+            assert torch.equal(value, synced[1][key]), key
+    assert synced[0]["_extra_state"] == synced[1]["_extra_state"]
+    # Without the sync, parameters still agree (DDP averages gradients) but BN stats drift.
+    drift = {
+        key: (value.double() - drifting[1][key].double()).abs().max().item()
+        for key, value in drifting[0].items()
+        if key != "_extra_state"
+    }
+    assert all(d == 0 for key, d in drift.items() if "running" not in key), drift
+    assert drift["module.1.running_mean"] > 1e-3 and drift["module.1.running_var"] > 1e-3, drift
+    # The last synced update used the cross-rank mean of the student's statistics.
+    averages = [(a + b) / 2 for a, b in zip(*(r["student_before"] for r in ranks), strict=True)]
+    for rank in ranks:
+        after = rank["student_after"]
+        for stat, average, student in zip(("mean", "var"), averages, after, strict=True):
+            torch.testing.assert_close(student, average)  # averaged in place
+            expected = 0.5 * rank["synced_before"][f"1.running_{stat}"] + 0.5 * average
+            torch.testing.assert_close(rank["synced"][f"module.1.running_{stat}"], expected)
