@@ -49,3 +49,26 @@ def check_shape(name: str, x: torch.Tensor, shape: Sequence[int | None]) -> None
     )
     if not ok:
         raise ValueError(f"{name} must have shape {want}, got {tuple(x.shape)}")
+
+
+def check_affine_matrix(matrix: torch.Tensor, batch: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``matrix`` is ``(B, 2, 3)`` or ``(B, 3, 3)``, ``B == batch``."""
+    check_min_dims("matrix", matrix, 3)
+    if matrix.dim() != 3 or matrix.shape[-2:] not in ((2, 3), (3, 3)):
+        raise ValueError(
+            f"matrix must have shape (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}"
+        )
+    if batch is not None and matrix.shape[0] != batch:
+        raise ValueError(f"matrix must have batch size {batch}, got {tuple(matrix.shape)}")
+
+
+def check_flip_index(flip_index: Sequence[int], joints: int | None = None) -> tuple[int, ...]:
+    """Return ``flip_index`` as a tuple if it is an involutive permutation of ``0..K-1``."""
+    index = tuple(int(i) for i in flip_index)
+    if sorted(index) != list(range(len(index))):
+        raise ValueError(f"flip_index must be a permutation of 0..{len(index) - 1}, got {index}")
+    if any(index[j] != i for i, j in enumerate(index)):
+        raise ValueError(f"flip_index must be its own inverse, got {index}")
+    if joints is not None and len(index) != joints:
+        raise ValueError(f"flip_index has {len(index)} entries for {joints} joints")
+    return index

@@ -15,8 +15,8 @@ import torch
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
-from posemum_aug._checks import check_min_dims, check_pair, check_shape
-from posemum_aug.keypoints import _check_matrix, as_flip_index
+from posemum_aug._checks import check_affine_matrix, check_min_dims, check_pair, check_shape
+from posemum_aug.keypoints import as_flip_index
 
 __all__ = ["decode_heatmaps", "flip_heatmaps", "render_heatmaps", "warp_heatmaps"]
 
@@ -310,7 +310,7 @@ def warp_heatmaps(heatmaps: Tensor, matrix: Tensor, size: tuple[int, int]) -> Te
     check_shape("heatmaps", heatmaps, (None, None, None, None))
     if not heatmaps.is_floating_point():
         raise ValueError(f"heatmaps must be floating, got {heatmaps.dtype}")
-    _check_matrix(matrix, heatmaps.shape[0])
+    check_affine_matrix(matrix, heatmaps.shape[0])
     size = check_pair("size", size)
     m = matrix[:, :2].to(device=heatmaps.device, dtype=heatmaps.dtype)
     return warp_affine(heatmaps, m, size, mode="bilinear", padding_mode="zeros", align_corners=True)

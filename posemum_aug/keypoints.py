@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posemum_aug._checks import check_min_dims, check_pair, check_positive_int, check_shape
+from posemum_aug._checks import (
+    check_affine_matrix,
+    check_flip_index,
+    check_min_dims,
+    check_pair,
+    check_positive_int,
+    check_shape,
+)
 
 __all__ = [
     "COCO_17",
@@ -167,12 +174,7 @@ class Skeleton:
                 raise ValueError(
                     f"{field} must have one entry per joint ({k}), got {getattr(self, field)}"
                 )
-        if sorted(self.flip_index) != list(range(k)):
-            raise ValueError(
-                f"flip_index must be a permutation of 0..{k - 1}, got {self.flip_index}"
-            )
-        if any(self.flip_index[j] != i for i, j in enumerate(self.flip_index)):
-            raise ValueError(f"flip_index must be its own inverse, got {self.flip_index}")
+        check_flip_index(self.flip_index, k)
         if not all(0.0 < s < float("inf") for s in self.sigmas):
             raise ValueError(f"sigmas must be positive and finite, got {self.sigmas}")
         for a, b in self.links:
@@ -411,16 +413,6 @@ def _check_keypoints(keypoints: Tensor, visibility: Tensor) -> None:
     check_shape("visibility", visibility, keypoints.shape[:-1])
 
 
-def _check_matrix(matrix: Tensor, batch: int | None = None) -> None:
-    check_min_dims("matrix", matrix, 3)
-    if matrix.dim() != 3 or matrix.shape[-2:] not in ((2, 3), (3, 3)):
-        raise ValueError(
-            f"matrix must have shape (B, 2, 3) or (B, 3, 3), got {tuple(matrix.shape)}"
-        )
-    if batch is not None and matrix.shape[0] != batch:
-        raise ValueError(f"matrix must have batch size {batch}, got {tuple(matrix.shape)}")
-
-
 def affine_keypoints(keypoints: Tensor, matrix: Tensor) -> Tensor:
     """Apply one affine map per sample: ``p -> A p + t``.
 
@@ -445,7 +437,7 @@ def affine_keypoints(keypoints: Tensor, matrix: Tensor) -> Tensor:
                  [ 7., -1.]]])
     """
     check_shape("keypoints", keypoints, (None, None, 2))
-    _check_matrix(matrix, keypoints.shape[0])
+    check_affine_matrix(matrix, keypoints.shape[0])
     m = matrix.to(keypoints)
     return torch.baddbmm(m[:, None, :2, 2], keypoints, m[:, :2, :2].transpose(1, 2))
 
@@ -472,7 +464,7 @@ def invert_affine(matrix: Tensor) -> Tensor:
         >>> affine_keypoints(affine_keypoints(p, m), invert_affine(m))
         tensor([[[1., 2.]]])
     """
-    _check_matrix(matrix)
+    check_affine_matrix(matrix)
     a, b, tx = matrix[:, 0].unbind(-1)
     c, d, ty = matrix[:, 1].unbind(-1)
     det = a * d - b * c
@@ -541,7 +533,7 @@ def heatmap_matrix(matrix: Tensor, stride: float) -> Tensor:
         tensor([[[ 0.5000,  0.0000,  2.0000],
                  [ 0.0000,  0.5000, -1.0000]]])
     """
-    _check_matrix(matrix)
+    check_affine_matrix(matrix)
     if not 0.0 < float(stride) < float("inf"):
         raise ValueError(f"stride must be positive and finite, got {stride!r}")
     scale = torch.ones(matrix.shape[1:], dtype=matrix.dtype, device=matrix.device)

@@ -31,6 +31,7 @@ from kornia.geometry.transform import get_rotation_matrix2d, warp_affine
 from torch import Tensor, nn
 
 from posemum_aug._checks import (
+    check_flip_index,
     check_min_dims,
     check_pair,
     check_positive_int,
@@ -445,16 +446,6 @@ def _check_flags(flags: Tensor, batch: int | None) -> None:
         raise ValueError(f"flags must be a bool tensor, got dtype {flags.dtype}")
 
 
-def _check_flip_index(flip_index: Sequence[int], joints: int | None = None) -> tuple[int, ...]:
-    """Return ``flip_index`` as a tuple if it is an involutive permutation of ``0..K-1``."""
-    index = tuple(int(i) for i in flip_index)
-    if sorted(index) != list(range(len(index))) or any(index[i] != k for k, i in enumerate(index)):
-        raise ValueError(f"flip_index must be a permutation that is its own inverse, got {index}")
-    if joints is not None and len(index) != joints:
-        raise ValueError(f"flip_index has {len(index)} entries for {joints} joints")
-    return index
-
-
 def _heatmap_stride(image: Tensor, heatmaps: Tensor) -> float:
     """The stride ``H / h`` between images and heatmaps; it must be the same along both axes."""
     height, width = image.shape[-2:]
@@ -605,7 +596,7 @@ def apply_pose_flip(
     _check_pose_inputs(image, keypoints, visibility, heatmaps)
     _check_flags(flags, image.shape[0])
     source = keypoints if keypoints is not None else heatmaps
-    index = _check_flip_index(flip_index, None if source is None else source.shape[1])
+    index = check_flip_index(flip_index, None if source is None else source.shape[1])
     out_image = _where_flagged(flags, image.flip(-1), image)
     out_keypoints, out_visibility, out_heatmaps = keypoints, visibility, heatmaps
     if keypoints is not None:
@@ -826,7 +817,7 @@ class RandomPoseFlip(nn.Module):
 
     def __init__(self, flip_index: Sequence[int], p: float = 0.5) -> None:
         super().__init__()
-        self.flip_index = _check_flip_index(flip_index)
+        self.flip_index = check_flip_index(flip_index)
         self.p = check_probability("p", p)
 
     def extra_repr(self) -> str:
