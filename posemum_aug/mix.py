@@ -261,34 +261,34 @@ def _tile_of(pixel: Tensor, size: int, tiles: int) -> Tensor:
     return torch.div((pixel + 1) * tiles - 1, size, rounding_mode="floor")
 
 
-def _unit_index(source: Tensor, shape: torch.Size) -> tuple[Tensor, int]:
-    """Row index into ``x.view(-1, u)`` that mixes ``x`` of ``shape`` with ``source``.
+def _permute_tiles(x: Tensor, source: Tensor) -> Tensor:
+    """Mix ``x`` with ``source`` as one gather over contiguous runs of pixels.
 
-    The ``(H, W)`` plane is cut into horizontal runs of ``u`` pixels, ``u`` the largest
-    width that divides every column-tile boundary, so that no run crosses a tile border.
-    Run ``(b, m, r, k)`` of the output is run ``(source[b, ti(r), tj(k)], m, r, k)`` of the
-    input, a single ``index_select`` over contiguous runs.
+    Each row of the ``(H, W)`` plane is cut into runs of ``u`` pixels, ``u`` the largest
+    width dividing every column-tile boundary, so that no run crosses a tile border: run
+    ``(b, m, r, k)`` of the output is run ``(source[b, ti(r), tj(k)], m, r, k)`` of the
+    input. With ``u > 1`` that is an ``index_select`` of whole runs; with ``u == 1`` (a
+    width the grid does not divide) a ``gather`` with the ``(B, 1, H, W)`` owner map
+    broadcast over the middle dims, which never materialises a full-size index.
     """
-    batch, height, width = shape[0], shape[-2], shape[-1]
-    middle = math.prod(shape[1:-2])
+    batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
     th, tw = int(source.shape[1]), int(source.shape[2])
-    col_bounds = tile_bounds(width, tw)
-    unit = math.gcd(*col_bounds)
+    unit = math.gcd(*tile_bounds(width, tw))
     runs = width // unit
     device = source.device
     row_tile = _tile_of(torch.arange(height, device=device), height, th)
     col_tile = _tile_of(torch.arange(runs, device=device) * unit, width, tw)
-    per_sample = middle * height * runs
+    owner = source[:, row_tile][:, :, col_tile]  # (B, H, runs)
+    planes = x.contiguous().view(batch, -1, height, runs, unit)
+    if unit == 1:
+        return planes.gather(0, owner.view(batch, 1, height, runs, 1).expand_as(planes)).view(
+            x.shape
+        )
+    per_sample = planes[0].numel() // unit
     dtype = torch.int32 if batch * per_sample < 2**31 else torch.int64
-    owner = source.to(dtype)[:, row_tile][:, :, col_tile]  # (B, H, runs)
-    offsets = torch.arange(per_sample, device=device, dtype=dtype).view(middle, height, runs)
-    return (owner * per_sample).unsqueeze(1) + offsets, unit
-
-
-def _permute_tiles(x: Tensor, source: Tensor) -> Tensor:
-    index, unit = _unit_index(source, x.shape)
-    runs = x.contiguous().view(-1, unit)
-    return runs.index_select(0, index.view(-1)).view(x.shape)
+    offsets = torch.arange(per_sample, device=device, dtype=dtype).view(-1, height, runs)
+    index = (owner.to(dtype) * per_sample).unsqueeze(1) + offsets
+    return planes.view(-1, unit).index_select(0, index.view(-1)).view(x.shape)
 
 
 class _TilePermutation(torch.autograd.Function):
