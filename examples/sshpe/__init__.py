@@ -1,0 +1,10 @@
+"""Helpers of ``examples/train.py``: the SSHPE semi-supervised pose-estimation protocol.
+
+A plain folder, importable with ``examples/`` on ``sys.path`` (``train.py`` puts it there):
+
+* :mod:`sshpe.data`: COCO person-keypoint files, SSHPE splits, un-augmented top-down crops;
+* :mod:`sshpe.models`: SimpleBaseline with ResNet-18 / ResNet-50 backbones;
+* :mod:`sshpe.methods`: the per-step losses of ``supervised``, ``consistency`` and ``posemum``;
+* :mod:`sshpe.evaluate`: COCO OKS AP and the SSHPE test protocol;
+* :mod:`sshpe.synthetic`: the bundled procedural person data set.
+"""

@@ -1,0 +1,575 @@
+"""COCO person-keypoint data for top-down pose estimation, split the SSHPE way.
+
+* :func:`load_coco_persons` reads an annotation file in the official COCO format: the
+  skeleton from the file's ``categories`` (any layout: COCO-17, CrowdPose-14, ...) and the
+  person instances in file order, with boxes clipped to their image.
+* Splits (Xie et al., ICCV 2021): :func:`labelled_instances` keeps the first ``N`` person
+  *instances* (not images) in file order, skipping crowd boxes and instances without
+  keypoints; :func:`unlabelled_instances` keeps every non-crowd person box of a file with
+  its labels ignored, either a second file or the same one (the SSHPE COCO protocol uses
+  all of train2017 as unlabelled data, the labelled instances included; pass
+  ``exclude=`` to leave them out); :func:`evaluation_instances` is every instance with
+  keypoints (ground-truth boxes for evaluation).
+* :class:`TopDownDataset` cuts un-augmented crops around the boxes: the box becomes a
+  centre and a scale with the input's aspect ratio and 1.25 padding
+  (:func:`box_to_center_scale`), :func:`crop_matrix` maps image pixels to crop pixels,
+  and the image (decoded by Pillow, kept in a small LRU cache) is warped by that map.
+  Augmentation is left to the trainer, batched on its device. :func:`crop_to_image`
+  maps predictions back.
+
+Coordinates follow the library's conventions: ``(x, y)`` pixels with pixel centres on
+integers, sizes ``(H, W)``, rotations in degrees with positive turning the content
+counter-clockwise. A COCO box ``(x, y, w, h)`` is centred on ``(x + w / 2, y + h / 2)``,
+the convention of the SimpleBaseline / HRNet data code.
+
+Example:
+    >>> import torch
+    >>> center, scale = box_to_center_scale(torch.tensor([10.0, 20.0, 30.0, 60.0]), 0.75)
+    >>> center, scale
+    (tensor([25., 50.]), tensor([56.2500, 75.0000]))
+    >>> m = crop_matrix(center, scale, (64, 48))
+    >>> m @ torch.tensor([25.0, 50.0, 1.0])  # the box centre goes to the crop centre
+    tensor([23.5000, 31.5000])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from posemum_aug.keypoints import Skeleton, affine_keypoints, invert_affine
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CocoPersons",
+    "PersonInstance",
+    "TopDownDataset",
+    "TopDownSample",
+    "box_to_center_scale",
+    "crop_image",
+    "crop_matrix",
+    "crop_to_image",
+    "denormalize",
+    "evaluation_instances",
+    "labelled_instances",
+    "load_coco_persons",
+    "unlabelled_instances",
+]
+
+#: ImageNet channel statistics used to normalise crops (RGB, in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ------------------------------------------------------------------------- geometry
+
+
+def box_to_center_scale(
+    bbox: Tensor, aspect: float, padding: float = 1.25
+) -> tuple[Tensor, Tensor]:
+    """Turn COCO boxes into crop centres and scales with a fixed aspect ratio.
+
+    The box is grown along its short side until ``w / h == aspect``, then both sides are
+    multiplied by ``padding``.
+
+    Args:
+        bbox: ``(..., 4)`` boxes ``(x, y, w, h)`` in pixels.
+        aspect: width / height of the network input (``W / H``, 0.75 for 256 x 192).
+        padding: context factor (1.25 in SimpleBaseline and SSHPE).
+
+    Returns:
+        ``center`` ``(..., 2)`` and ``scale`` ``(..., 2)`` (``(width, height)`` of the
+        crop in image pixels), floating like ``bbox``.
+
+    Raises:
+        ValueError: if ``bbox`` does not end in 4 or ``aspect`` / ``padding`` are not
+            positive.
+
+    Example:
+        >>> import torch
+        >>> box_to_center_scale(torch.tensor([0.0, 0.0, 40.0, 40.0]), 0.5, padding=1.0)
+        (tensor([20., 20.]), tensor([40., 80.]))
+    """
+    if bbox.shape[-1:] != (4,):
+        raise ValueError(f"bbox must have shape (..., 4), got {tuple(bbox.shape)}")
+    if not (aspect > 0 and padding > 0):
+        raise ValueError(f"aspect and padding must be > 0, got {aspect!r}, {padding!r}")
+    bbox = bbox if bbox.is_floating_point() else bbox.float()
+    x, y, w, h = bbox.unbind(-1)
+    center = torch.stack((x + w / 2, y + h / 2), dim=-1)
+    w, h = torch.maximum(w, h * aspect), torch.maximum(h, w / aspect)
+    return center, torch.stack((w, h), dim=-1) * padding
+
+
+def crop_matrix(
+    center: Tensor,
+    scale: Tensor,
+    output_size: tuple[int, int],
+    rotation: float | Tensor = 0.0,
+) -> Tensor:
+    """The affine map from image pixels to crop pixels.
+
+    The region of size ``scale`` centred on ``center`` fills the ``(H, W)`` crop:
+    ``p_crop = S R (p - center) + ((W - 1) / 2, (H - 1) / 2)`` with
+    ``S = diag(W / scale_w, H / scale_h)`` and ``R`` a rotation by ``rotation`` degrees
+    (positive turns the content counter-clockwise on screen).
+
+    Args:
+        center: ``(..., 2)`` region centres ``(x, y)`` in image pixels.
+        scale: ``(..., 2)`` region sizes ``(width, height)`` in image pixels.
+        output_size: crop size ``(H, W)``.
+        rotation: degrees, a float or a tensor broadcastable to ``center.shape[:-1]``.
+
+    Returns:
+        ``(..., 2, 3)`` matrices, dtype of ``center`` (use float64 for exact round trips).
+
+    Raises:
+        ValueError: if ``center`` / ``scale`` do not end in 2 or differ in shape, or the
+            output size is not positive.
+
+    Example:
+        >>> import torch
+        >>> crop_matrix(torch.tensor([10.0, 10.0]), torch.tensor([8.0, 8.0]), (4, 4))
+        tensor([[ 0.5000,  0.0000, -3.5000],
+                [ 0.0000,  0.5000, -3.5000]])
+    """
+    if center.shape[-1:] != (2,) or scale.shape != center.shape:
+        raise ValueError(
+            "center and scale must both have shape (..., 2), "
+            f"got {tuple(center.shape)} and {tuple(scale.shape)}"
+        )
+    height, width = output_size
+    if height < 1 or width < 1:
+        raise ValueError(f"output_size must be positive (H, W), got {output_size!r}")
+    center = center if center.is_floating_point() else center.float()
+    scale = scale.to(center)
+    theta = torch.deg2rad(torch.as_tensor(rotation, dtype=center.dtype, device=center.device))
+    theta = theta.expand(center.shape[:-1])
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    sx, sy = width / scale[..., 0], height / scale[..., 1]
+    # y points down, so a counter-clockwise turn on screen is [[c, s], [-s, c]]
+    # (0 - sin rather than -sin: no -0.0 entries in unrotated matrices)
+    a = torch.stack((sx * cos, sx * sin, sy * (0 - sin), sy * cos), dim=-1)
+    a = a.reshape(*a.shape[:-1], 2, 2)
+    offset = center.new_tensor([(width - 1) / 2, (height - 1) / 2])
+    t = offset - (a @ center.unsqueeze(-1)).squeeze(-1)
+    return torch.cat((a, t.unsqueeze(-1)), dim=-1)
+
+
+def crop_to_image(
+    coords: Tensor,
+    center: Tensor,
+    scale: Tensor,
+    output_size: tuple[int, int],
+    rotation: float | Tensor = 0.0,
+) -> Tensor:
+    """Map crop-pixel coordinates back to the image (inverse of :func:`crop_matrix`).
+
+    Heatmap peaks must first be converted to input-crop pixels (multiply by the stride).
+
+    Args:
+        coords: ``(N, K, 2)`` points in crop pixels.
+        center: ``(N, 2)`` crop centres used for the crops.
+        scale: ``(N, 2)`` crop sizes used for the crops.
+        output_size: crop size ``(H, W)``.
+        rotation: the crops' rotation in degrees, a float or ``(N,)``.
+
+    Returns:
+        ``(N, K, 2)`` image pixels, dtype and device of ``coords``.
+
+    Raises:
+        ValueError: on mismatched shapes.
+
+    Example:
+        >>> import torch
+        >>> c, s = torch.tensor([[10.0, 10.0]]), torch.tensor([[8.0, 8.0]])
+        >>> crop_to_image(torch.tensor([[[1.5, 1.5]]]), c, s, (4, 4))
+        tensor([[[10., 10.]]])
+    """
+    if coords.dim() != 3 or coords.shape[-1] != 2 or center.shape != (coords.shape[0], 2):
+        raise ValueError(
+            "coords must be (N, K, 2) with center and scale (N, 2), got "
+            f"{tuple(coords.shape)}, {tuple(center.shape)}, {tuple(scale.shape)}"
+        )
+    matrix = crop_matrix(center.double(), scale.double(), output_size, rotation)
+    return affine_keypoints(coords, invert_affine(matrix).to(coords.dtype))
+
+
+def crop_image(image: Image.Image, matrix: Tensor, output_size: tuple[int, int]) -> Image.Image:
+    """Warp an image by an image-to-crop affine map (bilinear, black outside).
+
+    When the crop shrinks the image by 2x or more, the image is first reduced by the
+    integer factor with box averaging, so small crops of large images do not alias.
+
+    Args:
+        image: a Pillow image.
+        matrix: ``(2, 3)`` map from image pixels to crop pixels (:func:`crop_matrix`).
+        output_size: crop size ``(H, W)``.
+
+    Returns:
+        The ``(H, W)`` crop, same mode as ``image``.
+
+    Raises:
+        ValueError: if ``matrix`` is not ``(2, 3)``.
+
+    Example:
+        >>> import torch
+        >>> from PIL import Image
+        >>> im = Image.new("L", (8, 8))
+        >>> im.putpixel((5, 2), 255)
+        >>> shift = torch.tensor([[1.0, 0.0, -4.0], [0.0, 1.0, -1.0]])
+        >>> crop_image(im, shift, (3, 3)).getpixel((1, 1))  # (5, 2) -> (1, 1)
+        255
+    """
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must have shape (2, 3), got {tuple(matrix.shape)}")
+    m = matrix.detach().double().cpu()
+    (a, b), (c, d) = m[:, :2].tolist()
+    frobenius, det = a * a + b * b + c * c + d * d, a * d - b * c
+    largest_singular = math.sqrt((frobenius + math.sqrt(max(frobenius**2 - 4 * det * det, 0))) / 2)
+    factor = int(1.0 / largest_singular)
+    if factor >= 2:
+        # reduced pixel i averages original pixels k*i .. k*i+k-1, centred on k*i + (k-1)/2
+        image = image.reduce(factor)
+        m = torch.cat(
+            (m[:, :2] * factor, (m[:, 2] + m[:, :2].sum(1) * (factor - 1) / 2)[:, None]), 1
+        )
+    inverse = invert_affine(m[None])[0]
+    a, t = inverse[:, :2], inverse[:, 2]
+    # Pillow samples input pixel centres at +0.5 and maps output pixel centres at +0.5
+    t = t + 0.5 - a.sum(1) * 0.5
+    height, width = output_size
+    coefficients = (a[0, 0], a[0, 1], t[0], a[1, 0], a[1, 1], t[1])
+    return image.transform(
+        (width, height),
+        Image.Transform.AFFINE,
+        tuple(float(c) for c in coefficients),
+        resample=Image.Resampling.BILINEAR,
+    )
+
+
+def denormalize(image: Tensor) -> Tensor:
+    """Undo the ImageNet normalisation of crops, for display.
+
+    Args:
+        image: ``(..., 3, H, W)`` normalised crops.
+
+    Returns:
+        ``(..., 3, H, W)`` uint8 RGB.
+
+    Example:
+        >>> import torch
+        >>> denormalize(torch.zeros(3, 1, 1)).flatten().tolist()
+        [124, 116, 104]
+    """
+    mean = image.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = image.new_tensor(IMAGENET_STD)[:, None, None]
+    return ((image * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+# ---------------------------------------------------------------------- annotations
+
+
+@dataclass(frozen=True)
+class PersonInstance:
+    """One person box of an annotation file.
+
+    Attributes:
+        image_id: COCO image id.
+        ann_id: COCO annotation id.
+        file_name: the image's file name, relative to the image folder.
+        bbox: ``(x, y, w, h)``, clipped to the image.
+        keypoints: ``(K, 3)`` ``(x, y, v)`` float32; zeros where the file has none.
+        score: box confidence (1.0 for ground-truth boxes).
+    """
+
+    image_id: int
+    ann_id: int
+    file_name: str
+    bbox: tuple[float, float, float, float]
+    keypoints: NDArray[np.float32]
+    score: float = 1.0
+
+    @property
+    def num_keypoints(self) -> int:
+        """Labelled joints (``v > 0``)."""
+        return int((self.keypoints[:, 2] > 0).sum())
+
+
+@dataclass(frozen=True)
+class CocoPersons:
+    """The person instances of a COCO annotation file, in file order.
+
+    Attributes:
+        ann_file: the file.
+        skeleton: its keypoint layout.
+        category_id: the person category's id.
+        instances: non-crowd person annotations with a non-empty clipped box.
+    """
+
+    ann_file: Path
+    skeleton: Skeleton
+    category_id: int
+    instances: tuple[PersonInstance, ...]
+
+
+def _keypoint_category(categories: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((c for c in categories if c.get("keypoints")), None)
+
+
+def load_coco_persons(ann_file: str | Path, skeleton: Skeleton | None = None) -> CocoPersons:
+    """Read a COCO person-keypoint annotation file.
+
+    The person category is the one with ``keypoints`` names, else (for an unlabelled
+    file read with a given ``skeleton``) the one named ``person``. Crowd annotations and
+    boxes that are empty after clipping to the image are left out.
+
+    Args:
+        ann_file: path to the JSON file.
+        skeleton: the layout to use; ``None`` builds it from the file's category with
+            :meth:`~posemum_aug.keypoints.Skeleton.from_coco_category`. Give it to read a
+            file whose labels are ignored (it then needs no keypoints).
+
+    Returns:
+        The skeleton, category id and person instances.
+
+    Raises:
+        ValueError: if the file is missing or not COCO JSON, has no category with
+            keypoints (when ``skeleton`` is ``None``) or no person category, or an
+            annotation's keypoints do not match the skeleton.
+    """
+    path = Path(ann_file)
+    if not path.is_file():
+        raise ValueError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+        categories, images = data["categories"], data["images"]
+        annotations = data.get("annotations", [])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
+    category = _keypoint_category(categories)
+    if skeleton is None:
+        if category is None:
+            raise ValueError(
+                f"{path} has no category with 'keypoints' names; "
+                "is it a person-keypoints file (person_keypoints_*.json)?"
+            )
+        skeleton = Skeleton.from_coco_category(category)
+    if category is None:
+        category = next((c for c in categories if c.get("name") == "person"), None)
+        if category is None:
+            raise ValueError(f"{path} has no 'person' category")
+    k = skeleton.num_joints
+    sizes = {im["id"]: (im.get("width"), im.get("height"), im["file_name"]) for im in images}
+    instances = []
+    for ann in annotations:
+        if ann.get("category_id") != category["id"] or ann.get("iscrowd", 0):
+            continue
+        if ann["image_id"] not in sizes:
+            raise ValueError(f"annotation {ann['id']} in {path} names an unknown image")
+        width, height, file_name = sizes[ann["image_id"]]
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), x + w, y + h
+        if width is not None and height is not None:
+            x1, y1 = min(x1, float(width)), min(y1, float(height))
+        if x1 - x0 <= 0 or y1 - y0 <= 0:
+            continue
+        flat = ann.get("keypoints") or [0.0] * (3 * k)
+        if len(flat) != 3 * k:
+            raise ValueError(
+                f"annotation {ann['id']} in {path} has {len(flat) // 3} keypoints, "
+                f"the skeleton has {k}"
+            )
+        instances.append(
+            PersonInstance(
+                image_id=ann["image_id"],
+                ann_id=ann["id"],
+                file_name=file_name,
+                bbox=(x0, y0, x1 - x0, y1 - y0),
+                keypoints=np.asarray(flat, dtype=np.float32).reshape(k, 3),
+                score=float(ann.get("score", 1.0)),
+            )
+        )
+    return CocoPersons(path, skeleton, int(category["id"]), tuple(instances))
+
+
+def evaluation_instances(persons: CocoPersons) -> tuple[PersonInstance, ...]:
+    """Every instance with at least one labelled keypoint, in file order."""
+    return tuple(p for p in persons.instances if p.num_keypoints > 0)
+
+
+def labelled_instances(persons: CocoPersons, num_labelled: int) -> tuple[PersonInstance, ...]:
+    """The SSHPE labelled split: the first ``num_labelled`` instances with keypoints.
+
+    Args:
+        persons: a loaded annotation file.
+        num_labelled: ``N`` >= 1.
+
+    Returns:
+        ``N`` instances in file order (crowd and keypoint-less instances skipped).
+
+    Raises:
+        ValueError: if ``N`` < 1 or the file has fewer than ``N`` such instances.
+    """
+    available = evaluation_instances(persons)
+    if isinstance(num_labelled, bool) or not isinstance(num_labelled, int) or num_labelled < 1:
+        raise ValueError(f"the labelled count must be an integer >= 1, got {num_labelled!r}")
+    if num_labelled > len(available):
+        raise ValueError(
+            f"asked for {num_labelled} labelled people but {persons.ann_file} has only "
+            f"{len(available)} non-crowd instances with keypoints"
+        )
+    return available[:num_labelled]
+
+
+def unlabelled_instances(
+    persons: CocoPersons, exclude: Iterable[PersonInstance] = ()
+) -> tuple[PersonInstance, ...]:
+    """The SSHPE unlabelled split: every non-crowd person box, labels ignored.
+
+    Args:
+        persons: a loaded annotation file (the training file or a second one).
+        exclude: instances to leave out (e.g. the labelled split of the same file); by
+            default none, as in the SSHPE COCO protocol.
+
+    Returns:
+        The instances in file order.
+    """
+    skip = {(p.image_id, p.ann_id) for p in exclude}
+    return tuple(p for p in persons.instances if (p.image_id, p.ann_id) not in skip)
+
+
+# -------------------------------------------------------------------------- dataset
+
+
+class TopDownSample(TypedDict):
+    """One un-augmented crop.
+
+    Keys: ``image`` ``(3, H, W)`` float32 ImageNet-normalised; ``keypoints`` ``(K, 2)``
+    float32 crop pixels; ``visibility`` ``(K,)`` float32, 1 for labelled joints (COCO
+    ``v > 0``) else 0; ``center`` and ``scale`` ``(2,)`` float32 of the crop in image
+    pixels; ``image_id``, ``ann_id``; ``box_score`` (1.0 for ground-truth boxes).
+    """
+
+    image: Tensor
+    keypoints: Tensor
+    visibility: Tensor
+    center: Tensor
+    scale: Tensor
+    image_id: int
+    ann_id: int
+    box_score: float
+
+
+class _ImageCache:
+    """Decoded RGB images, least recently used dropped first; empty when pickled, so each
+    data-loader worker keeps its own."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._images: OrderedDict[Path, Image.Image] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "_images": OrderedDict()}
+
+    def get(self, path: Path) -> Image.Image:
+        image = self._images.get(path)
+        if image is not None:
+            self._images.move_to_end(path)
+            return image
+        with Image.open(path) as f:
+            image = f.convert("RGB")
+        if self.capacity > 0:
+            self._images[path] = image
+            if len(self._images) > self.capacity:
+                self._images.popitem(last=False)
+        return image
+
+
+class TopDownDataset(Dataset[TopDownSample]):
+    """Un-augmented top-down crops of person instances.
+
+    Args:
+        instances: the people to crop (a split from this module).
+        images_dir: folder holding the images' ``file_name``.
+        input_size: crop size ``(H, W)``.
+        num_joints: ``K``, for instances without keypoints.
+        padding: box padding (1.25).
+        cache_size: decoded images kept per process (0 disables the cache).
+
+    Raises:
+        ValueError: if the folder or an image is missing, ``instances`` is empty, or a
+            keypoint array is not ``(K, 3)``.
+    """
+
+    def __init__(
+        self,
+        instances: Sequence[PersonInstance],
+        images_dir: str | Path,
+        input_size: tuple[int, int],
+        num_joints: int,
+        *,
+        padding: float = 1.25,
+        cache_size: int = 256,
+    ) -> None:
+        self.images_dir = Path(images_dir)
+        if not self.images_dir.is_dir():
+            raise ValueError(f"image folder not found: {self.images_dir}")
+        if not instances:
+            raise ValueError("no person instances to crop")
+        missing = sorted(
+            {p.file_name for p in instances if not (self.images_dir / p.file_name).is_file()}
+        )
+        if missing:
+            raise ValueError(
+                f"{len(missing)} image(s) missing from {self.images_dir}, e.g. {missing[0]}"
+            )
+        bad = [p.ann_id for p in instances if p.keypoints.shape != (num_joints, 3)]
+        if bad:
+            raise ValueError(f"annotations {bad[:5]} do not have ({num_joints}, 3) keypoints")
+        self.instances = tuple(instances)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.num_joints = num_joints
+        self.padding = padding
+        self._cache = _ImageCache(cache_size)
+        self._mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+        self._std = torch.tensor(IMAGENET_STD)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, index: int) -> TopDownSample:
+        person = self.instances[index]
+        height, width = self.input_size
+        center, scale = box_to_center_scale(
+            torch.tensor(person.bbox, dtype=torch.float64), width / height, self.padding
+        )
+        matrix = crop_matrix(center, scale, self.input_size)
+        crop = crop_image(
+            self._cache.get(self.images_dir / person.file_name), matrix, self.input_size
+        )
+        pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        keypoints = torch.from_numpy(person.keypoints)
+        return TopDownSample(
+            image=(pixels - self._mean) / self._std,
+            keypoints=affine_keypoints(keypoints[None, :, :2].double(), matrix[None])[0].float(),
+            visibility=(keypoints[:, 2] > 0).float(),
+            center=center.float(),
+            scale=scale.float(),
+            image_id=person.image_id,
+            ann_id=person.ann_id,
+            box_score=person.score,
+        )

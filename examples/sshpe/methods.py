@@ -1,0 +1,572 @@
+"""The per-step losses of the three SSHPE methods, with batched augmentation on the device.
+
+* ``supervised``: labelled crops only. Easy view (random scale, rotation, flip), Gaussian
+  targets, joint-weighted MSE. An EMAN copy of the student is kept for evaluation only.
+* ``consistency``: SSHPE's PoseCons (Xie et al., ICCV 2021) with a classic mean teacher.
+  The teacher predicts heatmaps on the unlabelled easy view; the hard view is the easy
+  view with optional Joint Cutout at the teacher's peaks and an extra affine, and the same
+  affine warps the teacher's heatmaps into the hard view; the student's hard-view output
+  is fitted with MSE. Loss = supervised + ``unsup_weight`` x unsupervised (weight 1).
+* ``posemum``: ``consistency`` + Pose-MUM tile mixing of the unlabelled hard view (input
+  level, plus stochastic feature-level re-mixing, unmixed before the head) + an
+  :class:`~posemum_aug.teacher.EMANTeacher` + optional pseudo-label filters.
+
+The two teachers differ in how BatchNorm is treated, the point of EMAN (Cai et al., 2021):
+:class:`MeanTeacher` averages parameters only and runs in train mode, so its BatchNorm
+normalises with the statistics of the batch it sees (and keeps its own running statistics
+for evaluation); :class:`~posemum_aug.teacher.EMANTeacher` averages parameters *and*
+BatchNorm statistics and always runs in eval mode. ``--teacher`` swaps them for ablations.
+
+Every random draw (affine matrices, flips, cutout boxes, tile plans) comes from one CPU
+``torch.Generator`` owned by :class:`SSHPEMethod`, so a step is a pure function of the
+model state, the batch and that generator's state: that is what makes ``--resume`` exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from posemum_aug.filters import confidence_weights, flip_consistency_weights, hard_targets
+from posemum_aug.heatmap import decode_heatmaps, render_heatmaps, warp_heatmaps
+from posemum_aug.keypoints import Skeleton, heatmap_matrix
+from posemum_aug.mix import MixHandle, PoseMUM
+from posemum_aug.teacher import EMANTeacher, linear_warmup_momentum
+from posemum_aug.transforms import (
+    JointCutout,
+    RandomPoseAffine,
+    apply_pose_flip,
+    compose_affine,
+    flip_matrix,
+    sample_pose_flip,
+)
+
+Method = Literal["supervised", "consistency", "posemum"]
+METHODS: tuple[Method, ...] = ("supervised", "consistency", "posemum")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Every option of a training step, with the defaults of METHOD.md / SSHPE.
+
+    Attributes:
+        method: ``"supervised"``, ``"consistency"`` or ``"posemum"``.
+        sigma: Gaussian target sigma in heatmap pixels (SSHPE: 2).
+        unbiased: centre target Gaussians on the exact sub-pixel keypoint (DARK / UDP)
+            instead of its nearest heatmap pixel (SimpleBaseline); paired with DARK
+            decoding this removes the quantisation error of small heatmaps.
+        scale_sigma: std of the crop scale of both views (SSHPE: 0.25).
+        scale_range: clip of the crop scale (SSHPE: 0.75 to 1.25).
+        rotation_sigma: std of the rotation in degrees (SSHPE: 30).
+        rotation_limit: clip of the rotation in degrees (SSHPE: 60).
+        rotation_p: probability of rotating the easy view (SSHPE: 0.6).
+        hard_rotation_p: probability of rotating the hard view's extra affine (SSHPE: 0.8).
+        flip_p: probability of the easy view's horizontal flip (SSHPE: 0.5).
+        joint_cutout: Joint Cutout on the hard view (SSHPE's "+JC"; on by default).
+        cutout_joints: boxes per sample, joints picked with replacement (SSHPE: 5).
+        cutout_jitter: std of a box centre's offset in input pixels (SSHPE: 10 px).
+        cutout_half_size: ``(low, high)`` integer half side in input pixels (SSHPE: 10-19).
+        unsup_weight: weight of the unsupervised loss (SSHPE: 1).
+        teacher: ``"ema"`` (:class:`MeanTeacher`) or ``"eman"``
+            (:class:`~posemum_aug.teacher.EMANTeacher`); ``None`` picks ``"ema"`` for
+            ``consistency`` and ``"eman"`` otherwise.
+        momentum: teacher EMA momentum, the weight kept on the teacher (EMAN: 0.999).
+        momentum_warmup: steps of MUM's linear momentum ramp from ``momentum_start``; 0 = off.
+        momentum_start: momentum at step 0 of the ramp (MUM: 0.5).
+        mix_group: ``G``, samples mixed together (MUM: 4).
+        mix_grid: ``(Th, Tw)`` tile grid (MUM: 4 x 4).
+        mix_p: probability of input-level mixing per step (1).
+        mix_p_feature: probability of a feature-level re-mix (0.5).
+        mix_feature_mode: ``"one"`` re-mixes at most one point per step, ``"all"`` flips a
+            coin at every point.
+        mix_at: mixing points: ``""`` (input) and stage names; the first reached starts
+            the chain, the others are feature-level points.
+        unmix_at: the stage whose output is unmixed, before the heatmap head.
+        mix_labeled: also mix the labelled batch (MUM: no).
+        confidence: keep joints whose teacher peak reaches this (``None``: no filter).
+        confidence_mode: ``"absolute"`` peak value or per-joint ``"percentile"`` of the batch.
+        flip_consistency: keep joints whose teacher peaks on the easy view and its mirror
+            lie within this many heatmap pixels (``None``: no filter; one more teacher pass).
+        hard_targets: replace the soft teacher heatmaps by Gaussians at their peaks.
+        hard_threshold: peak a joint needs to get a hard target.
+        decode: sub-pixel refinement for peaks (cutout centres, filters, predictions).
+    """
+
+    method: Method = "posemum"
+    sigma: float = 2.0
+    unbiased: bool = True
+    scale_sigma: float = 0.25
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    rotation_sigma: float = 30.0
+    rotation_limit: float = 60.0
+    rotation_p: float = 0.6
+    hard_rotation_p: float = 0.8
+    flip_p: float = 0.5
+    joint_cutout: bool = True
+    cutout_joints: int = 5
+    cutout_jitter: float = 10.0
+    cutout_half_size: tuple[int, int] = (10, 19)
+    unsup_weight: float = 1.0
+    teacher: Literal["ema", "eman"] | None = None
+    momentum: float = 0.999
+    momentum_warmup: int = 0
+    momentum_start: float = 0.5
+    mix_group: int = 4
+    mix_grid: tuple[int, int] = (4, 4)
+    mix_p: float = 1.0
+    mix_p_feature: float = 0.5
+    mix_feature_mode: Literal["one", "all"] = "one"
+    mix_at: tuple[str, ...] = ("", "layer1", "layer2", "layer3")
+    unmix_at: str = "layer4"
+    mix_labeled: bool = False
+    confidence: float | None = None
+    confidence_mode: Literal["absolute", "percentile"] = "absolute"
+    flip_consistency: float | None = None
+    hard_targets: bool = False
+    hard_threshold: float = 0.1
+    decode: Literal["dark", "quarter", "none"] = "dark"
+
+    @property
+    def semi_supervised(self) -> bool:
+        """Whether the method trains on unlabelled data."""
+        return self.method != "supervised"
+
+    @property
+    def teacher_kind(self) -> Literal["ema", "eman"]:
+        """The teacher actually used (see :attr:`teacher`)."""
+        if self.teacher is not None:
+            return self.teacher
+        return "ema" if self.method == "consistency" else "eman"
+
+
+def scaled_cutout(input_height: int) -> tuple[float, tuple[int, int]]:
+    """SSHPE's Joint Cutout jitter and half sizes (10 px, 10-19 px at 256 px) for a crop height.
+
+    Args:
+        input_height: ``H`` of the network input.
+
+    Returns:
+        ``(jitter, (low, high))`` in input pixels, at least 1 px each.
+
+    Example:
+        >>> scaled_cutout(256), scaled_cutout(128)
+        ((10.0, (10, 19)), (5.0, (5, 10)))
+    """
+    ratio = input_height / 256
+    return 10.0 * ratio, (max(1, round(10 * ratio)), max(1, round(19 * ratio)))
+
+
+def joint_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
+    """SimpleBaseline's joint-weighted heatmap MSE: ``0.5 * mean(w_bk * (pred - target)^2)``.
+
+    Args:
+        pred: ``(B, K, h, w)`` predicted heatmaps (any floating dtype; computed in float32).
+        target: ``(B, K, h, w)`` target heatmaps.
+        weights: ``(B, K)`` per-joint weights (0 drops a joint).
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> import torch
+        >>> pred, target = torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2, 2)
+        >>> joint_mse(pred, target, torch.tensor([[1.0, 0.0]]))
+        tensor(0.2500)
+    """
+    diff = (pred.float() - target.float()).square().mean(dim=(-2, -1))
+    return 0.5 * (diff * weights.float()).mean()
+
+
+@dataclass(frozen=True)
+class View:
+    """An augmented view of a batch of base crops.
+
+    Attributes:
+        image: ``(B, 3, H, W)`` augmented images.
+        keypoints: ``(B, K, 2)`` keypoints in the view (``None`` for unlabelled data).
+        visibility: ``(B, K)`` visibility in the view, 0 outside the frame.
+        matrix: ``(B, 2, 3)`` the view's map from base-crop pixels to view pixels,
+            flip included (joint swap not included: see ``flipped``).
+        flipped: ``(B,)`` bool, samples whose left and right joints were swapped.
+    """
+
+    image: Tensor
+    keypoints: Tensor | None
+    visibility: Tensor | None
+    matrix: Tensor
+    flipped: Tensor
+
+
+class MeanTeacher(nn.Module):
+    """The classic mean teacher (Tarvainen & Valpola, 2017): an EMA of parameters only.
+
+    A deep copy of the student without gradients. :meth:`update` moves each *parameter*
+    towards the student's, ``teacher <- m * teacher + (1 - m) * student``; buffers are
+    not averaged. The teacher follows the parent's train / eval mode, so during training
+    its BatchNorm normalises with the statistics of the batch it is given and updates its
+    own running statistics from them, which evaluation (eval mode) then uses. This is the
+    "EMA teacher" EMAN (Cai et al., 2021) compares against; :class:`EMANTeacher` differs
+    exactly there.
+
+    Args:
+        student: the network to average (a DDP wrapper is looked through).
+        momentum: weight kept on the teacher, in ``[0, 1]``.
+        schedule: ``schedule(step, momentum)``, as for ``EMANTeacher`` (``None``: constant).
+
+    Example:
+        >>> import torch
+        >>> student = nn.Linear(1, 1)
+        >>> teacher = MeanTeacher(student, momentum=0.5)
+        >>> with torch.no_grad():
+        ...     _ = student.weight.add_(2.0)
+        >>> teacher.update(student)
+        0.5
+        >>> torch.allclose(teacher.module.weight, student.weight - 1.0)
+        True
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        momentum: float = 0.999,
+        schedule: Any = None,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        self.module = copy.deepcopy(_unwrap(student)).requires_grad_(False)
+        self.base_momentum = float(momentum)
+        self.schedule = schedule
+        self.step = 0
+
+    @property
+    def momentum(self) -> float:
+        """The momentum the next :meth:`update` uses."""
+        if self.schedule is None:
+            return self.base_momentum
+        return float(self.schedule(self.step, self.base_momentum))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The teacher's heatmaps, without a graph."""
+        with torch.no_grad():
+            out: Tensor = self.module(x)
+            return out
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> float:
+        """One EMA step of the parameters towards ``student``; returns the momentum used."""
+        momentum = self.momentum
+        teacher_params = list(self.module.parameters())
+        student_params = [p.detach() for p in _unwrap(student).parameters()]
+        torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
+        self.step += 1
+        return momentum
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The step counter and base momentum, saved in ``state_dict``."""
+        return {"step": self.step, "momentum": self.base_momentum}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        self.step = int(state["step"])
+        self.base_momentum = float(state["momentum"])
+
+
+Teacher = MeanTeacher | EMANTeacher
+
+
+def build_teacher(student: nn.Module, config: MethodConfig) -> Teacher:
+    """The teacher of ``config`` (see :attr:`MethodConfig.teacher`), a copy of ``student``.
+
+    Args:
+        student: the student network (possibly DDP-wrapped).
+        config: the method's options (teacher kind, momentum, warm-up).
+
+    Returns:
+        A :class:`MeanTeacher` or an :class:`~posemum_aug.teacher.EMANTeacher`.
+    """
+    schedule = None
+    if config.momentum_warmup > 0:
+        schedule = functools.partial(
+            linear_warmup_momentum,
+            warmup_steps=config.momentum_warmup,
+            start=config.momentum_start,
+        )
+    if config.teacher_kind == "ema":
+        return MeanTeacher(student, config.momentum, schedule)
+    return EMANTeacher(student, config.momentum, schedule)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def swap_sides(x: Tensor, flags: Tensor, flip_index: Sequence[int]) -> Tensor:
+    """Permute the joint axis (dim 1) by ``flip_index`` for the flagged samples.
+
+    Args:
+        x: ``(B, K, ...)`` per-joint values (keypoints, visibility, heatmaps).
+        flags: ``(B,)`` bool.
+        flip_index: the skeleton's ``K`` flip indices.
+
+    Returns:
+        ``(B, K, ...)``, same dtype and device.
+
+    Example:
+        >>> import torch
+        >>> swap_sides(torch.tensor([[1, 2], [3, 4]]), torch.tensor([True, False]), [1, 0])
+        tensor([[2, 1],
+                [3, 4]])
+    """
+    index = torch.as_tensor(flip_index, device=x.device)
+    mask = flags.to(x.device).view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(mask, x.index_select(1, index), x)
+
+
+class SSHPEMethod:
+    """One training step of ``supervised``, ``consistency`` or ``posemum``.
+
+    Holds the student (plain or DDP-wrapped), the teacher, the Pose-MUM hooks and the
+    CPU generator of every random draw. :meth:`losses` computes the step's losses (call
+    ``backward`` on ``["loss"]``); :meth:`update_teacher` follows ``optimizer.step()``.
+
+    Args:
+        student: the network being trained (``SimpleBaseline``), possibly DDP-wrapped.
+        config: the options.
+        skeleton: joint layout (flip pairs).
+        generator: CPU generator for augmentation and mixing.
+        amp: run the forward passes under CUDA autocast (bfloat16).
+
+    Raises:
+        ValueError: on mixing options the model cannot take (unknown stage names, a bad
+            group size or grid), raised by :class:`~posemum_aug.mix.PoseMUM`.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        config: MethodConfig,
+        skeleton: Skeleton,
+        generator: torch.Generator,
+        *,
+        amp: bool = False,
+    ) -> None:
+        self.student = student
+        self.config = config
+        self.skeleton = skeleton
+        self.generator = generator
+        self.amp = amp
+        self.teacher = build_teacher(student, config)
+        easy = dict(
+            scale_sigma=config.scale_sigma,
+            scale_range=config.scale_range,
+            rotation_sigma=config.rotation_sigma,
+            rotation_limit=config.rotation_limit,
+        )
+        self.easy_affine = RandomPoseAffine(**easy, rotation_p=config.rotation_p)
+        self.hard_affine = RandomPoseAffine(**easy, rotation_p=config.hard_rotation_p)
+        self.cutout = JointCutout(
+            config.cutout_joints, config.cutout_jitter, config.cutout_half_size
+        )
+        self.mum: PoseMUM | None = None
+        self._handle: MixHandle | None = None
+        if config.method == "posemum":
+            self.mum = PoseMUM(
+                group_size=config.mix_group,
+                grid=config.mix_grid,
+                p=config.mix_p,
+                p_feature=config.mix_p_feature,
+                feature_mode=config.mix_feature_mode,
+                generator=generator,
+            )
+            self._handle = self.mum.attach(_unwrap(student), config.mix_at, config.unmix_at)
+
+    def _autocast(self) -> Any:
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+
+    def easy_view(
+        self, image: Tensor, keypoints: Tensor | None = None, visibility: Tensor | None = None
+    ) -> View:
+        """SSHPE's easy view: random scale and rotation about the centre, then a flip.
+
+        Args:
+            image: ``(B, 3, H, W)`` base crops.
+            keypoints: ``(B, K, 2)`` base-crop keypoints, or ``None``.
+            visibility: ``(B, K)``, with ``keypoints``.
+
+        Returns:
+            The :class:`View`; its matrix composes the affine and the flip.
+        """
+        affine = self.easy_affine(image, keypoints, visibility, generator=self.generator)
+        flags = sample_pose_flip(
+            image.shape[0], self.config.flip_p, generator=self.generator, device=image.device
+        )
+        flip = apply_pose_flip(
+            affine.image, flags, self.skeleton.flip_index, affine.keypoints, affine.visibility
+        )
+        flips = flip_matrix(image.shape[-1], flags, dtype=affine.params.dtype)
+        matrix = compose_affine(affine.params, flips)
+        return View(flip.image, flip.keypoints, flip.visibility, matrix, flags)
+
+    def supervised_loss(self, image: Tensor, keypoints: Tensor, visibility: Tensor) -> Tensor:
+        """Joint-weighted MSE of the student on the easy view of labelled crops.
+
+        Args:
+            image: ``(B, 3, H, W)`` base crops.
+            keypoints: ``(B, K, 2)`` base-crop keypoints in input pixels.
+            visibility: ``(B, K)`` COCO visibility (``> 0`` is labelled).
+
+        Returns:
+            A scalar loss.
+        """
+        view = self.easy_view(image, keypoints, visibility)
+        with self._mixing(self.config.mix_labeled), self._autocast():
+            pred = self.student(view.image)
+        stride = image.shape[-1] / pred.shape[-1]
+        keypoints, visibility = cast(Tensor, view.keypoints), cast(Tensor, view.visibility)
+        target, weights = render_heatmaps(
+            keypoints / stride,
+            visibility,
+            pred.shape[-2:],
+            self.config.sigma,
+            unbiased=self.config.unbiased,
+        )
+        return joint_mse(pred, target, weights)
+
+    def _mixing(self, enabled: bool) -> Any:
+        if self.mum is None or enabled:
+            return nullcontext()
+        return self.mum.paused()
+
+    @torch.no_grad()
+    def pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher heatmaps on ``image`` and the filters' per-joint weights.
+
+        Args:
+            image: ``(B, 3, H, W)`` easy views.
+
+        Returns:
+            ``(targets, weights)``: ``(B, K, h, w)`` and ``(B, K)`` (ones without filters).
+        """
+        config = self.config
+        with self._autocast():
+            heatmaps = self.teacher(image).float()
+        weights = heatmaps.new_ones(heatmaps.shape[:2])
+        if config.confidence is not None:
+            weights = weights * confidence_weights(
+                heatmaps, config.confidence, mode=config.confidence_mode
+            )
+        if config.flip_consistency is not None:
+            with self._autocast():
+                mirrored = self.teacher(image.flip(-1)).float()
+            weights = weights * flip_consistency_weights(
+                heatmaps,
+                mirrored,
+                self.skeleton.flip_index,
+                config.flip_consistency,
+                refine=config.decode,
+            )
+        if config.hard_targets:
+            heatmaps, kept = hard_targets(
+                heatmaps,
+                config.sigma,
+                threshold=config.hard_threshold,
+                refine=config.decode,
+                unbiased=config.unbiased,
+            )
+            weights = weights * kept
+        return heatmaps, weights
+
+    def unsupervised_loss(self, image: Tensor) -> Tensor:
+        """PoseCons on unlabelled crops: teacher on the easy view, student on the hard view.
+
+        Args:
+            image: ``(B, 3, H, W)`` base crops (labels, if any, are not used).
+
+        Returns:
+            A scalar loss.
+        """
+        easy = self.easy_view(image)
+        targets, weights = self.pseudo_labels(easy.image)
+        hard_image = easy.image
+        if self.config.joint_cutout:
+            stride = image.shape[-1] / targets.shape[-1]
+            peaks, _ = decode_heatmaps(targets, refine=self.config.decode)
+            hard_image = self.cutout(hard_image, peaks * stride, generator=self.generator).image
+        hard = self.hard_affine(hard_image, heatmaps=targets, generator=self.generator)
+        with self._autocast():
+            pred = self.student(hard.image)
+        return joint_mse(pred, cast(Tensor, hard.heatmaps), weights)
+
+    def losses(
+        self, labeled: dict[str, Tensor], unlabeled: dict[str, Tensor] | None
+    ) -> dict[str, Tensor]:
+        """The losses of one step (no host sync; call ``backward`` on ``["loss"]``).
+
+        Args:
+            labeled: a batch with ``image`` ``(B, 3, H, W)``, ``keypoints`` ``(B, K, 2)`` and
+                ``visibility`` ``(B, K)`` on the device.
+            unlabeled: a batch with ``image``, or ``None`` for ``supervised``.
+
+        Returns:
+            ``{"loss", "sup"}`` plus ``"unsup"`` for the semi-supervised methods.
+
+        Raises:
+            ValueError: if a semi-supervised method gets no unlabelled batch.
+        """
+        sup = self.supervised_loss(labeled["image"], labeled["keypoints"], labeled["visibility"])
+        if not self.config.semi_supervised:
+            return {"loss": sup, "sup": sup}
+        if unlabeled is None:
+            raise ValueError(f"method {self.config.method!r} needs an unlabelled batch")
+        unsup = self.unsupervised_loss(unlabeled["image"])
+        return {"loss": sup + self.config.unsup_weight * unsup, "sup": sup, "unsup": unsup}
+
+    def update_teacher(self) -> float:
+        """One EMA step of the teacher after ``optimizer.step()``; returns the momentum."""
+        return self.teacher.update(self.student)
+
+    def close(self) -> None:
+        """Remove the mixing hooks from the student."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+@torch.no_grad()
+def predict_heatmaps(
+    model: nn.Module, image: Tensor, flip_index: Sequence[int] | None = None
+) -> Tensor:
+    """Heatmaps of ``model`` on ``image``, averaged with the flipped image's if asked.
+
+    The flipped pass is mapped back exactly: its heatmaps are warped with the image flip
+    ``x -> W - 1 - x`` expressed in heatmap pixels (a sub-pixel shift on top of the
+    mirror at stride 4) and left and right joints are swapped.
+
+    Args:
+        model: the network, in eval mode.
+        image: ``(B, 3, H, W)`` crops.
+        flip_index: the skeleton's flip indices for the flip test; ``None`` for no flip test.
+
+    Returns:
+        ``(B, K, h, w)`` float32 heatmaps.
+    """
+    heatmaps = model(image).float()
+    if flip_index is None:
+        return heatmaps
+    flipped = model(image.flip(-1)).float()
+    flags = torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
+    stride = image.shape[-1] / heatmaps.shape[-1]
+    back = heatmap_matrix(flip_matrix(image.shape[-1], flags, dtype=torch.float32), stride)
+    flipped = warp_heatmaps(flipped, back.to(image.device), heatmaps.shape[-2:])
+    return 0.5 * (heatmaps + swap_sides(flipped, flags, flip_index))

@@ -1,0 +1,262 @@
+"""SimpleBaseline pose networks (Xiao et al., ECCV 2018) with ResNet backbones written here.
+
+No torchvision and no downloads: the ResNet-18 / ResNet-50 backbones are defined in this
+file, with a width multiplier so that the default synthetic job trains on a laptop CPU.
+The network's children are named stages, in forward order::
+
+    stem -> layer1 -> layer2 -> layer3 -> layer4 -> deconv -> head
+
+so :meth:`posemum_aug.mix.PoseMUM.attach` can mix at the input (``""``) and after
+``layer1``..``layer3`` and unmix after ``layer4``, before the deconvolution head.
+
+Example:
+    >>> import torch
+    >>> model = SimpleBaseline("resnet18", num_joints=17, width=0.25)
+    >>> model(torch.zeros(2, 3, 128, 96)).shape
+    torch.Size([2, 17, 32, 24])
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+Arch = Literal["resnet18", "resnet50"]
+
+#: Blocks per stage of each backbone (He et al., 2016).
+_DEPTHS: dict[str, tuple[int, int, int, int]] = {
+    "resnet18": (2, 2, 2, 2),
+    "resnet50": (3, 4, 6, 3),
+}
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        out = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(y)) + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 (strided) -> 1x1 convolutions, 4x channel expansion (ResNet-50/101)."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        out = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.conv3 = nn.Conv2d(channels, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_channels, out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        return self.relu(self.bn3(self.conv3(y)) + identity)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
+    if stride == 1 and in_channels == out_channels:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+        nn.BatchNorm2d(out_channels),
+    )
+
+
+class SimpleBaseline(nn.Module):
+    """ResNet backbone + 3 deconvolutions (4x4, stride 2, BN, ReLU) + 1x1 heatmap head.
+
+    Heatmaps come out at stride 4: a ``(B, 3, H, W)`` crop gives ``(B, K, H/4, W/4)``
+    (``H`` and ``W`` multiples of 32). Stage channels are ``64, 128, 256, 512`` (times 4
+    for ResNet-50) and the deconvolutions have 256 channels, all scaled by ``width`` (at
+    least 4).
+
+    Args:
+        arch: ``"resnet18"`` (BasicBlock) or ``"resnet50"`` (Bottleneck).
+        num_joints: ``K``, the number of heatmaps.
+        width: channel multiplier (``1.0`` is the paper's network; ``0.25`` trains on a CPU).
+
+    Raises:
+        ValueError: on an unknown ``arch``, ``num_joints < 1`` or ``width <= 0``.
+
+    Example:
+        >>> import torch
+        >>> model = SimpleBaseline("resnet50", num_joints=14, width=0.125)
+        >>> [name for name, _ in model.named_children()]
+        ['stem', 'layer1', 'layer2', 'layer3', 'layer4', 'deconv', 'head']
+        >>> model(torch.zeros(1, 3, 64, 64)).shape
+        torch.Size([1, 14, 16, 16])
+    """
+
+    def __init__(self, arch: Arch = "resnet18", num_joints: int = 17, width: float = 1.0) -> None:
+        super().__init__()
+        if arch not in _DEPTHS:
+            raise ValueError(f"arch must be one of {sorted(_DEPTHS)}, got {arch!r}")
+        if isinstance(num_joints, bool) or not isinstance(num_joints, int) or num_joints < 1:
+            raise ValueError(f"num_joints must be an integer >= 1, got {num_joints!r}")
+        if not width > 0:
+            raise ValueError(f"width must be > 0, got {width!r}")
+        self.arch = arch
+        self.num_joints = num_joints
+        self.width = width
+        block: type[BasicBlock | Bottleneck] = BasicBlock if arch == "resnet18" else Bottleneck
+        channels = [max(4, round(c * width)) for c in (64, 128, 256, 512)]
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        in_channels = channels[0]
+        stages = []
+        for i, (c, depth) in enumerate(zip(channels, _DEPTHS[arch], strict=True)):
+            blocks = []
+            for j in range(depth):
+                blocks.append(block(in_channels, c, stride=2 if i > 0 and j == 0 else 1))
+                in_channels = c * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        deconv_channels = max(4, round(256 * width))
+        layers: list[nn.Module] = []
+        for _ in range(3):
+            layers += [
+                nn.ConvTranspose2d(in_channels, deconv_channels, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(deconv_channels),
+                nn.ReLU(inplace=True),
+            ]
+            in_channels = deconv_channels
+        self.deconv = nn.Sequential(*layers)
+        self.head = nn.Conv2d(deconv_channels, num_joints, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # He init for the backbone, N(0, 0.001) for the deconvolutions and the head, BN at
+        # identity, and the last BN of every residual branch at zero (Goyal et al., 2017):
+        # each block starts as the identity, which trains from scratch markedly faster.
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
+            elif isinstance(m, Bottleneck):
+                nn.init.zeros_(m.bn3.weight)
+        nn.init.normal_(self.head.weight, std=0.001)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Heatmaps ``(B, K, H/4, W/4)`` for normalised crops ``(B, 3, H, W)``."""
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.head(self.deconv(x))
+
+
+def load_pretrained(model: SimpleBaseline, path: str | Path) -> list[str]:
+    """Load user-supplied weights into ``model``, checking every name and shape.
+
+    Two layouts are accepted:
+
+    - a SimpleBaseline state dict, bare or inside a training checkpoint of
+      ``examples/train.py`` (its ``"student"`` entry) or under ``"state_dict"`` / ``"model"``
+      (a ``"module."`` prefix from DistributedDataParallel is stripped). Every tensor must
+      match; only the heatmap ``head`` may differ, when the file was trained for another
+      number of joints: it is then left at its initialisation and reported.
+    - an ImageNet ResNet classifier in the common ``conv1 / bn1 / layer1..4 / fc`` layout
+      (as saved by most model zoos, with ``width=1.0``): the backbone is loaded, ``fc`` is
+      dropped and the deconvolutions and head keep their initialisation.
+
+    Args:
+        model: the network to fill in place.
+        path: a file written by ``torch.save``.
+
+    Returns:
+        The names of the model's tensors that were *not* loaded (empty for a full match).
+
+    Raises:
+        ValueError: if the file cannot be read, or a name is missing, unexpected or has
+            another shape; the message lists the first offending names.
+    """
+    try:
+        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"cannot read pretrained weights {str(path)!r}: {err}") from err
+    state = _find_state_dict(obj, path)
+    own = model.state_dict()
+    if any(k.startswith("stem.") for k in state):
+        skip = [k for k in own if k.startswith("head.")]
+        if all(k in state and state[k].shape == own[k].shape for k in skip):
+            skip = []
+    elif "conv1.weight" in state:
+        rename = {"conv1.": "stem.0.", "bn1.": "stem.1."}
+        state = {
+            next((new + k[len(old) :] for old, new in rename.items() if k.startswith(old)), k): v
+            for k, v in state.items()
+            if not k.startswith("fc.")
+        }
+        skip = [k for k in own if k.startswith(("deconv.", "head."))]
+    else:
+        raise ValueError(
+            f"{str(path)!r} holds neither a SimpleBaseline nor a ResNet state dict "
+            f"(first keys: {list(state)[:3]})"
+        )
+    expected = {k: v for k, v in own.items() if k not in skip}
+    state = {k: v for k, v in state.items() if k not in skip}
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k} has shape {tuple(v.shape)}, the model needs {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise ValueError(
+            f"pretrained weights {str(path)!r} do not fit {model.arch} width {model.width} "
+            f"with {model.num_joints} joints: {'; '.join(problems[:3])}{more}"
+        )
+    model.load_state_dict(state, strict=False)
+    return skip
+
+
+def _find_state_dict(obj: object, path: str | Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in ("student", "state_dict", "model"):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise ValueError(f"{str(path)!r} does not contain a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

@@ -1,0 +1,260 @@
+"""Tests of examples/sshpe/evaluate.py: COCO OKS evaluation and the SSHPE protocol."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from posemum_aug.keypoints import Skeleton
+from tests.strategies import generator, seeds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from sshpe.evaluate import (
+    STAT_NAMES,
+    evaluate_keypoints,
+    make_results,
+    oks,
+    oks_nms,
+    protocol_results,
+    rescore,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+OCHUMAN = DATA / "ochuman-mini" / "test_ochuman.json"
+CROWDPOSE = DATA / "crowdpose-mini" / "test_crowdpose.json"
+REAL = [pytest.param(OCHUMAN, id="ochuman"), pytest.param(CROWDPOSE, id="crowdpose")]
+
+
+def _ground_truth_results(
+    ann_file: Path, noise: float = 0.0, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Every annotated person submitted as a prediction, jittered by ``noise`` times the
+    square root of the box area (the scale of OKS)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for ann in json.loads(ann_file.read_text())["annotations"]:
+        if ann["iscrowd"] or max(ann["keypoints"]) == 0:
+            continue
+        kp = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        scale = np.sqrt(ann["bbox"][2] * ann["bbox"][3])
+        kp[:, :2] += rng.normal(0, noise * scale, kp[:, :2].shape)
+        kp[:, 2] = 1.0
+        out.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "keypoints": kp.ravel().tolist(),
+                "score": 1.0,
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize("ann_file", REAL)
+def test_ground_truth_scores_ap_one(ann_file: Path) -> None:
+    stats = evaluate_keypoints(_ground_truth_results(ann_file), ann_file)
+    assert set(stats) == set(STAT_NAMES)
+    for name in ("AP", "AP50", "AP75", "AR", "AR50", "AR75"):
+        assert stats[name] == pytest.approx(1.0), name
+
+
+@pytest.mark.parametrize("ann_file", REAL)
+def test_perturbed_predictions_score_lower(ann_file: Path) -> None:
+    aps = [
+        evaluate_keypoints(_ground_truth_results(ann_file, noise), ann_file)["AP"]
+        for noise in (0.0, 0.05, 0.2)
+    ]
+    assert aps[0] == pytest.approx(1.0)
+    assert aps[0] > aps[1] > aps[2]
+
+
+def test_skeleton_sigmas_are_used() -> None:
+    """CrowdPose-14 is scored with its own 14 sigmas; larger sigmas forgive more."""
+    results = _ground_truth_results(CROWDPOSE, noise=0.1)
+    default = evaluate_keypoints(results, CROWDPOSE)["AP"]
+    lenient = evaluate_keypoints(results, CROWDPOSE, sigmas=[1.0] * 14)["AP"]
+    assert lenient == pytest.approx(1.0) and default < lenient
+
+
+def test_missing_area_is_the_box_area(tmp_path: Path) -> None:
+    # CrowdPose annotations carry no "area"; OKS then uses the box area. Writing that
+    # area explicitly must not change the result.
+    data = json.loads(CROWDPOSE.read_text())
+    assert all("area" not in a for a in data["annotations"])
+    for a in data["annotations"]:
+        a["area"] = a["bbox"][2] * a["bbox"][3]
+    explicit = tmp_path / "with_area.json"
+    explicit.write_text(json.dumps(data))
+    results = _ground_truth_results(CROWDPOSE, noise=0.03)
+    assert evaluate_keypoints(results, CROWDPOSE) == evaluate_keypoints(results, explicit)
+
+
+def test_empty_results_score_zero() -> None:
+    assert evaluate_keypoints([], OCHUMAN) == dict.fromkeys(STAT_NAMES, 0.0)
+
+
+def test_results_are_not_modified_and_nothing_is_printed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    results = _ground_truth_results(OCHUMAN, noise=0.01)
+    before = copy.deepcopy(results)
+    evaluate_keypoints(results, OCHUMAN)
+    assert results == before
+    assert capsys.readouterr().out == ""
+    evaluate_keypoints(results, OCHUMAN, verbose=True)
+    assert "Average Precision" in capsys.readouterr().out
+
+
+def test_bad_inputs_raise_value_error(tmp_path: Path) -> None:
+    results = _ground_truth_results(OCHUMAN)
+    with pytest.raises(ValueError, match="not in"):
+        evaluate_keypoints([dict(results[0], image_id=999)], OCHUMAN)
+    with pytest.raises(ValueError, match="51 keypoint values"):
+        evaluate_keypoints([dict(results[0], keypoints=[0.0] * 42)], OCHUMAN)
+    with pytest.raises(ValueError, match="not found"):
+        evaluate_keypoints(results, tmp_path / "missing.json")
+    no_keypoints = tmp_path / "boxes.json"
+    no_keypoints.write_text(
+        json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]})
+    )
+    with pytest.raises(ValueError, match="no category with 'keypoints'"):
+        evaluate_keypoints(results, no_keypoints)
+
+
+# ---------------------------------------------------------------------------- rescore
+
+
+def test_rescore_by_hand() -> None:
+    joints = torch.tensor([[0.9, 0.5, 0.1, 0.2], [0.1, 0.15, 0.2, 0.0], [0.3, 0.3, 0.3, 0.3]])
+    boxes = torch.tensor([0.5, 1.0, 2.0])
+    # mean of the joints above 0.2 (0.2 itself excluded); none above -> 0
+    torch.testing.assert_close(rescore(boxes, joints), torch.tensor([0.5 * 0.7, 0.0, 0.6]))
+    torch.testing.assert_close(
+        rescore(boxes, joints, threshold=0.0), torch.tensor([0.5 * 1.7 / 4, 0.45 / 3, 0.6])
+    )
+
+
+@given(seed=seeds)
+def test_rescore_is_linear_in_box_score_and_bounded(seed: int) -> None:
+    g = generator(seed)
+    joints = torch.rand(6, 5, generator=g)
+    boxes = torch.rand(6, generator=g)
+    scores = rescore(boxes, joints)
+    torch.testing.assert_close(rescore(2 * boxes, joints), 2 * scores)
+    assert (scores <= boxes * joints.max(-1).values + 1e-6).all()
+
+
+def test_rescore_rejects_bad_shapes() -> None:
+    with pytest.raises(ValueError, match="box_scores"):
+        rescore(torch.ones(2), torch.ones(3, 4))
+
+
+# -------------------------------------------------------------------------- OKS / NMS
+
+
+def test_oks_of_identical_and_distant_poses() -> None:
+    sigmas = [0.05] * 3
+    pose = np.array([[10.0, 10.0], [20.0, 30.0], [5.0, 8.0]])
+    others = np.stack([pose, pose + 1000, pose + 2])
+    sims = oks(pose, others, 400.0, np.full(3, 400.0), sigmas)
+    assert sims[0] == pytest.approx(1.0) and sims[1] < 1e-6 and 0.0 < sims[2] < 1.0
+    # d = 2 * sqrt(2) px per joint, s^2 = 400, (2 sigma)^2 = 0.01
+    assert sims[2] == pytest.approx(np.exp(-8 / 0.01 / 400 / 2))
+
+
+def _result(image_id: int, xy: np.ndarray, score: float) -> dict[str, Any]:
+    kp = np.concatenate((xy, np.ones((len(xy), 1))), axis=1)
+    return {
+        "image_id": image_id,
+        "category_id": 1,
+        "keypoints": kp.ravel().tolist(),
+        "score": score,
+    }
+
+
+def test_oks_nms_suppresses_duplicates_only() -> None:
+    rng = np.random.default_rng(0)
+    sigmas = [0.08] * 5
+    a, b = rng.uniform(0, 100, (5, 2)), rng.uniform(200, 300, (5, 2))
+    results = [
+        _result(1, a + 0.5, 0.6),  # near-duplicate of the next: dropped
+        _result(1, a, 0.9),
+        _result(1, b, 0.3),  # a different person: kept
+        _result(2, a + 0.5, 0.2),  # same pose in another image: kept
+        _result(1, a + 60, 0.95),  # far from a: kept
+    ]
+    kept = oks_nms(results, sigmas)
+    assert kept == [results[1], results[2], results[3], results[4]]
+    assert oks_nms(results, sigmas, threshold=1.0) == results
+
+
+@given(seed=seeds, threshold=st.floats(0.1, 0.99))
+def test_oks_nms_keeps_the_best_and_leaves_no_close_pair(seed: int, threshold: float) -> None:
+    rng = np.random.default_rng(seed)
+    sigmas = [0.1] * 4
+    centres = rng.uniform(0, 60, (8, 1, 2))
+    poses = centres + rng.uniform(0, 40, (1, 4, 2))
+    results = [_result(1, p, float(s)) for p, s in zip(poses, rng.random(8), strict=True)]
+    kept = oks_nms(results, sigmas, threshold)
+    assert max(results, key=lambda r: r["score"]) in kept
+    xy = [np.asarray(r["keypoints"]).reshape(-1, 3)[:, :2] for r in kept]
+    area = [float(np.prod(p.max(0) - p.min(0))) for p in xy]
+    for i in range(len(kept)):
+        for j in range(i + 1, len(kept)):
+            assert oks(xy[i], xy[j][None], area[i], np.array([area[j]]), sigmas)[0] <= threshold
+
+
+def test_make_results_round_trip() -> None:
+    coords = torch.rand(3, 17, 2, generator=generator(0)) * 100
+    scores = torch.rand(3, 17, generator=generator(1))
+    out = make_results(
+        coords,
+        scores,
+        torch.tensor([4, 5, 6]),
+        torch.tensor([0.1, 0.2, 0.3]),
+        category_id=2,
+        areas=torch.tensor([1.0, 2.0, 3.0]),
+    )
+    assert [r["image_id"] for r in out] == [4, 5, 6]
+    assert [r["category_id"] for r in out] == [2, 2, 2]
+    assert [r["area"] for r in out] == [1.0, 2.0, 3.0]
+    kp = torch.tensor([r["keypoints"] for r in out]).view(3, 17, 3)
+    torch.testing.assert_close(kp[..., :2], coords, atol=1e-3, rtol=0)
+    torch.testing.assert_close(kp[..., 2], scores, atol=1e-3, rtol=0)
+    assert all(isinstance(r["score"], float) for r in out)
+    with pytest.raises(ValueError, match="coords"):
+        make_results(coords, scores[:, :3], [4, 5, 6], torch.ones(3))
+    with pytest.raises(ValueError, match="scores"):
+        make_results(coords, scores, [4, 5, 6], torch.ones(2))
+
+
+@pytest.mark.parametrize("ann_file", REAL)
+def test_protocol_on_ground_truth_with_duplicates(ann_file: Path) -> None:
+    data = json.loads(ann_file.read_text())
+    skeleton = Skeleton.from_coco_category(data["categories"][0])
+    gt = _ground_truth_results(ann_file)
+    k = skeleton.num_joints
+    coords = torch.tensor([r["keypoints"] for r in gt]).view(-1, k, 3)[..., :2]
+    n = len(gt)
+    ids = [r["image_id"] for r in gt]
+    # every person twice: the copy shifted by a pixel with a lower box score
+    results = protocol_results(
+        torch.cat((coords, coords + 1)),
+        torch.ones(2 * n, k),
+        torch.cat((torch.ones(n), torch.full((n,), 0.5))),
+        ids + ids,
+        skeleton.sigmas,
+    )
+    assert len(results) == n
+    assert all(r["score"] == 1.0 for r in results)
+    assert evaluate_keypoints(results, ann_file)["AP"] == pytest.approx(1.0)

@@ -1,0 +1,343 @@
+"""Tests of the example trainer's network (``examples/sshpe/models.py``) and step losses
+(``examples/sshpe/methods.py``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from sshpe.methods import (
+    MeanTeacher,
+    MethodConfig,
+    SSHPEMethod,
+    joint_mse,
+    predict_heatmaps,
+    swap_sides,
+)
+from sshpe.models import BasicBlock, Bottleneck, SimpleBaseline, load_pretrained
+
+from posemum_aug.heatmap import decode_heatmaps, render_heatmaps
+from posemum_aug.keypoints import Skeleton, affine_keypoints
+from posemum_aug.mix import PoseMUM
+from posemum_aug.teacher import EMANTeacher
+
+
+def _images(batch: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize(("arch", "block"), [("resnet18", BasicBlock), ("resnet50", Bottleneck)])
+def test_simple_baseline_shapes_and_stages(arch: str, block: type[nn.Module]) -> None:
+    model = SimpleBaseline(arch, num_joints=14, width=0.125)  # type: ignore[arg-type]
+    names = [name for name, _ in model.named_children()]
+    assert names == ["stem", "layer1", "layer2", "layer3", "layer4", "deconv", "head"]
+    assert isinstance(model.layer1[0], block)
+    assert model(_images(2, (96, 64))).shape == (2, 14, 24, 16)
+    # stage strides 4, 4, 8, 16, 32 and heatmaps back at 4
+    x = _images(1, (64, 64))
+    sizes = []
+    for stage in (model.stem, model.layer1, model.layer2, model.layer3, model.layer4):
+        x = stage(x)
+        sizes.append(x.shape[-1])
+    assert sizes == [16, 16, 8, 4, 2]
+
+
+def test_simple_baseline_width_scales_channels() -> None:
+    full = SimpleBaseline("resnet18", 17, 1.0)
+    assert full.layer4[-1].conv2.out_channels == 512
+    assert full.deconv[0].out_channels == 256
+    quarter = SimpleBaseline("resnet18", 17, 0.25)
+    assert quarter.layer4[-1].conv2.out_channels == 128
+    assert quarter.deconv[0].out_channels == 64
+    assert SimpleBaseline("resnet50", 17, 0.25).layer4[-1].conv3.out_channels == 512
+
+
+def test_residual_branches_start_at_zero() -> None:
+    model = SimpleBaseline("resnet18", 17, 0.25)
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8
+    assert all(not b.bn2.weight.detach().any() for b in blocks)
+    assert all(b.bn1.weight.detach().eq(1).all() for b in blocks)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"arch": "resnet34"}, "arch"),
+        ({"num_joints": 0}, "num_joints"),
+        ({"width": 0.0}, "width"),
+    ],
+)
+def test_simple_baseline_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SimpleBaseline(**kwargs)  # type: ignore[arg-type]
+
+
+def test_pose_mum_attaches_at_named_stages() -> None:
+    """Whole-sample mixing (1 x 1 grid) at the input and every stage, unmixed at layer4,
+    leaves the output unchanged: BatchNorm statistics are permutation invariant and the
+    unmix point undoes the composed plan. A 4 x 4 grid does change it."""
+    torch.manual_seed(0)
+    model = SimpleBaseline("resnet18", 5, 0.125).train()
+    x = _images(8)
+    expected = model(x)
+    for grid, same in (((1, 1), True), ((4, 4), False)):
+        mum = PoseMUM(
+            4,
+            grid,
+            p=1.0,
+            p_feature=1.0,
+            feature_mode="all",
+            generator=torch.Generator().manual_seed(1),
+        )
+        handle = mum.attach(model, ["", "layer1", "layer2", "layer3"], "layer4")
+        out = model(x)
+        handle.remove()
+        assert torch.allclose(out, expected, atol=1e-5) is same
+    with torch.no_grad():
+        model.eval()
+        mum = PoseMUM(4, (4, 4), generator=torch.Generator().manual_seed(1))
+        plain = model(x)
+        with mum.attach(model, ["", "layer1"], "layer4"):
+            assert torch.equal(model(x), plain)  # eval mode: never mixed
+
+
+def test_load_pretrained_round_trip_and_checkpoint_layout(tmp_path: Path) -> None:
+    source = SimpleBaseline("resnet18", 17, 0.125)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.normal_()
+    x = _images(2)
+    source.eval()
+    for name, obj in (
+        ("bare.pt", source.state_dict()),
+        ("ckpt.pt", {"student": source.state_dict(), "step": 3}),
+        ("ddp.pt", {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}),
+    ):
+        torch.save(obj, tmp_path / name)
+        target = SimpleBaseline("resnet18", 17, 0.125).eval()
+        assert load_pretrained(target, tmp_path / name) == []
+        torch.testing.assert_close(target(x), source(x), rtol=0, atol=0)
+
+
+def test_load_pretrained_other_joint_count_skips_only_the_head(tmp_path: Path) -> None:
+    source = SimpleBaseline("resnet18", 17, 0.125)
+    torch.save(source.state_dict(), tmp_path / "coco.pt")
+    target = SimpleBaseline("resnet18", 14, 0.125)
+    head = target.head.weight.clone()
+    skipped = load_pretrained(target, tmp_path / "coco.pt")
+    assert skipped == ["head.weight", "head.bias"]
+    assert torch.equal(target.head.weight, head)
+    assert torch.equal(target.deconv[0].weight, source.deconv[0].weight)
+
+
+def test_load_pretrained_resnet_classifier_layout(tmp_path: Path) -> None:
+    source = SimpleBaseline("resnet18", 17, 1.0)
+    rename = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+    classifier = {}
+    for k, v in source.state_dict().items():
+        if k.startswith(("deconv.", "head.")):
+            continue
+        for old, new in rename.items():
+            k = k.replace(old, new, 1) if k.startswith(old) else k
+        classifier[k] = v + 1.0 if v.is_floating_point() else v
+    classifier["fc.weight"] = torch.zeros(1000, 512)
+    classifier["fc.bias"] = torch.zeros(1000)
+    torch.save(classifier, tmp_path / "resnet18.pt")
+    target = SimpleBaseline("resnet18", 17, 1.0)
+    skipped = load_pretrained(target, tmp_path / "resnet18.pt")
+    assert {k.split(".")[0] for k in skipped} == {"deconv", "head"}
+    assert torch.equal(target.stem[0].weight, classifier["conv1.weight"])
+    assert torch.equal(target.layer3[1].bn2.running_var, classifier["layer3.1.bn2.running_var"])
+
+
+def test_load_pretrained_errors_name_the_problem(tmp_path: Path) -> None:
+    torch.save(SimpleBaseline("resnet18", 17, 0.25).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=r"stem\.0\.weight has shape \(16, 3, 7, 7\)"):
+        load_pretrained(SimpleBaseline("resnet18", 17, 0.125), tmp_path / "wide.pt")
+    partial = SimpleBaseline("resnet18", 17, 0.125).state_dict()
+    del partial["layer2.0.conv1.weight"]
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"missing layer2\.0\.conv1\.weight"):
+        load_pretrained(SimpleBaseline("resnet18", 17, 0.125), tmp_path / "partial.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        load_pretrained(SimpleBaseline("resnet18", 17, 0.125), tmp_path / "junk.pt")
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    with pytest.raises(ValueError, match="state dict"):
+        load_pretrained(SimpleBaseline("resnet18", 17, 0.125), tmp_path / "dict.pt")
+
+
+# -------------------------------------------------------------------------- methods
+
+#: Two mirrored joints (0 = left, 1 = right) and one centre joint.
+SKELETON = Skeleton(("left_a", "right_a", "c"), (1, 0, 2), (0.05, 0.05, 0.05))
+
+
+class Pool(nn.Module):
+    """A parameter-free "pose network": the first K image channels average-pooled to stride 4."""
+
+    def __init__(self, joints: int = 3) -> None:
+        super().__init__()
+        self.joints = joints
+        self.pool = nn.AvgPool2d(4)
+        self.layer4 = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.layer4(x[:, : self.joints]))
+
+
+def _dots(keypoints: torch.Tensor, size: tuple[int, int], sigma: float = 2.0) -> torch.Tensor:
+    """Images whose channel k holds a Gaussian blob at joint k (image pixels)."""
+    visibility = torch.ones(keypoints.shape[:2])
+    return render_heatmaps(keypoints, visibility, size, sigma, unbiased=True)[0]
+
+
+def test_joint_mse_weights_joints() -> None:
+    pred, target = torch.ones(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    assert float(joint_mse(pred, target, torch.ones(2, 3))) == 0.5
+    assert float(joint_mse(pred, target, torch.tensor([[1.0, 0, 0], [0, 0, 0]]))) == pytest.approx(
+        0.5 / 6
+    )
+
+
+def test_easy_view_moves_keypoints_with_the_content_and_swaps_sides() -> None:
+    size = (64, 48)
+    keypoints = torch.tensor([[[14.0, 20.0], [30.0, 24.0], [24.0, 40.0]]]).repeat(8, 1, 1)
+    image = _dots(keypoints, size)
+    method = SSHPEMethod(
+        Pool(),
+        MethodConfig(method="supervised", flip_p=0.5, rotation_p=1.0),
+        SKELETON,
+        torch.Generator().manual_seed(3),
+    )
+    view = method.easy_view(image, keypoints, torch.ones(8, 3))
+    assert view.flipped.any() and not view.flipped.all()
+    # joint k of a flipped view is joint flip_index[k] of the base crop, whose blob is in
+    # that channel: it must sit at the view's keypoint k
+    channels = swap_sides(torch.arange(3).expand(8, 3), view.flipped, SKELETON.flip_index)
+    blobs = view.image.gather(1, channels[..., None, None].expand(-1, -1, *size))
+    peaks = blobs.flatten(2).argmax(-1)
+    found = torch.stack((peaks % size[1], peaks // size[1]), -1).float()
+    inside = view.visibility > 0
+    assert (found - view.keypoints).abs()[inside].max() <= 1.0
+    # the view's matrix maps base keypoints to the view (joints not swapped)
+    mapped = affine_keypoints(keypoints, view.matrix)
+    torch.testing.assert_close(
+        swap_sides(mapped, view.flipped, SKELETON.flip_index), view.keypoints
+    )
+
+
+@pytest.mark.parametrize("method_name", ["consistency", "posemum"])
+def test_unsupervised_target_is_warped_into_the_hard_view(method_name: str) -> None:
+    """With an equivariant network the hard-view output matches the warped teacher target."""
+    size = (64, 64)
+    g = torch.Generator().manual_seed(0)
+    keypoints = 16 + 32 * torch.rand(8, 3, 2, generator=g)
+    image = _dots(keypoints, size, sigma=6.0)
+    # no mixing (it is not equivariant): this test is about the views' geometry
+    config = MethodConfig(
+        method=method_name,
+        joint_cutout=False,
+        mix_at=("layer4",),
+        unmix_at="pool",
+        mix_p=0.0,
+        mix_p_feature=0.0,
+    )
+    method = SSHPEMethod(Pool(), config, SKELETON, torch.Generator().manual_seed(1))
+    loss = float(method.unsupervised_loss(image))
+    # the same draws, but the target left in the easy view: far worse
+    method.generator.manual_seed(1)
+    easy = method.easy_view(image)
+    hard = method.hard_affine(easy.image, generator=method.generator)
+    unwarped = float(joint_mse(Pool()(hard.image), Pool()(easy.image), torch.ones(8, 3)))
+    assert loss < 0.05 * unwarped
+
+
+def test_teachers_by_method() -> None:
+    model = SimpleBaseline("resnet18", 3, 0.125)
+    kinds = {
+        name: type(
+            SSHPEMethod(model, MethodConfig(method=name), SKELETON, torch.Generator()).teacher
+        )
+        for name in ("supervised", "consistency")
+    }
+    assert kinds == {"supervised": EMANTeacher, "consistency": MeanTeacher}
+    mixed = SSHPEMethod(model, MethodConfig(teacher="ema"), SKELETON, torch.Generator())
+    assert isinstance(mixed.teacher, MeanTeacher) and mixed.mum is not None
+    mixed.close()
+
+
+def test_mean_teacher_averages_parameters_only_and_uses_batch_statistics() -> None:
+    student = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1))
+    teacher = MeanTeacher(student, momentum=0.5)
+    teacher.train()
+    x = torch.randn(4, 1, 3, 3) * 5 + 3
+    out = teacher(x)
+    torch.testing.assert_close(out.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)  # batch stats
+    with torch.no_grad():
+        student[0].weight.fill_(3.0)
+        student[1].running_mean.fill_(100.0)
+    before = teacher.module[1].running_mean.clone()
+    weight = teacher.module[0].weight.clone()
+    assert teacher.update(student) == 0.5
+    torch.testing.assert_close(teacher.module[0].weight, 0.5 * weight + 1.5)
+    assert torch.equal(teacher.module[1].running_mean, before)
+    state = teacher.state_dict()
+    again = MeanTeacher(student, momentum=0.9)
+    again.load_state_dict(state)
+    assert (again.step, again.base_momentum) == (1, 0.5)
+
+
+def test_losses_of_each_method_backpropagate() -> None:
+    g = torch.Generator().manual_seed(0)
+    labeled = {
+        "image": _images(4),
+        "keypoints": 8 + 48 * torch.rand(4, 3, 2, generator=g),
+        "visibility": torch.ones(4, 3),
+    }
+    unlabeled = {"image": _images(4, seed=1)}
+    for name, extra in (
+        ("supervised", {}),
+        ("consistency", {"confidence": 0.0, "flip_consistency": 100.0}),
+        ("posemum", {"hard_targets": True, "hard_threshold": 0.0, "momentum_warmup": 10}),
+    ):
+        model = SimpleBaseline("resnet18", 3, 0.125)
+        method = SSHPEMethod(model, MethodConfig(method=name, **extra), SKELETON, torch.Generator())
+        losses = method.losses(labeled, unlabeled)
+        assert set(losses) == (
+            {"loss", "sup"} if name == "supervised" else {"loss", "sup", "unsup"}
+        )
+        losses["loss"].backward()
+        assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+        assert method.update_teacher() == (0.5 if name == "posemum" else 0.999)
+        method.close()
+
+
+def test_predict_heatmaps_flip_test_maps_the_mirror_back() -> None:
+    size = (64, 48)
+    keypoints = torch.tensor([[[17.3, 21.0]], [[30.0, 40.6]]])
+    image = torch.cat([_dots(keypoints, size, sigma=4.0)] * 3, dim=1)
+
+    class Renderer(nn.Module):
+        """Renders a heatmap (stride 4) at the image's brightest pixel: flip-equivariant."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            index = x[:, 0].flatten(1).argmax(-1)
+            peak = torch.stack((index % x.shape[-1], index // x.shape[-1]), -1).float()
+            return render_heatmaps(
+                peak[:, None] / 4, torch.ones(len(x), 1), (16, 12), 1.0, unbiased=True
+            )[0]
+
+    plain = decode_heatmaps(predict_heatmaps(Renderer(), image), refine="dark")[0]
+    flipped = decode_heatmaps(predict_heatmaps(Renderer(), image, (0,)), refine="dark")[0]
+    torch.testing.assert_close(flipped, plain, atol=0.05, rtol=0)

@@ -1,0 +1,244 @@
+"""Tests of examples/sshpe/synthetic.py: the bundled procedural COCO person dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from posemum_aug.keypoints import COCO_17, Skeleton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+import sshpe.synthetic as synthetic
+from sshpe.synthetic import (
+    annotate_scene,
+    generate_synthetic_coco,
+    render_scene,
+    sample_scene,
+)
+
+SIZE = (64, 80)
+
+
+def _generate(root: Path, **kwargs: object) -> synthetic.SyntheticPaths:
+    args: dict[str, object] = {
+        "num_train": 7,
+        "num_val": 3,
+        "image_size": SIZE,
+        "progress": False,
+        "workers": 0,
+    }
+    args.update(kwargs)
+    return generate_synthetic_coco(root, **args)  # type: ignore[arg-type]
+
+
+def _contents(paths: synthetic.SyntheticPaths) -> dict[str, bytes]:
+    files = [paths.train_ann, paths.val_ann, *sorted(paths.images.iterdir())]
+    return {f.name: f.read_bytes() for f in files}
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tmp_path: Path) -> None:
+    a = _contents(_generate(tmp_path / "a"))
+    b = _contents(_generate(tmp_path / "b"))
+    assert a == b
+    c = _contents(_generate(tmp_path / "c", seed=1))
+    assert c.keys() != a.keys() or any(c[k] != a[k] for k in a)
+
+
+def test_worker_processes_give_the_same_bytes(tmp_path: Path) -> None:
+    serial = _contents(_generate(tmp_path / "serial"))
+    parallel = _contents(_generate(tmp_path / "parallel", workers=2))
+    assert serial == parallel
+
+
+def test_second_call_reuses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = _generate(tmp_path / "set")
+    before = _contents(paths)
+    manifest = json.loads((paths.root / "manifest.json").read_text())
+    assert manifest["num_train"] == 7 and manifest["image_size"] == list(SIZE)
+
+    def fail(*args: object) -> None:
+        raise AssertionError("regenerated a cached set")
+
+    monkeypatch.setattr(synthetic, "_make_image", fail)
+    assert _generate(tmp_path / "set") == paths
+    assert _contents(paths) == before
+    monkeypatch.undo()
+    # other parameters rebuild the folder in place
+    _generate(tmp_path / "set", num_train=4)
+    assert len(json.loads(paths.train_ann.read_text())["annotations"]) == 4
+    assert not [p for p in tmp_path.iterdir() if p.name != "set"]  # no temporary leftovers
+
+
+def test_a_failed_run_leaves_no_partial_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(synthetic, "_make_image", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        _generate(tmp_path / "set")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite_a_foreign_folder_and_bad_arguments(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        _generate(tmp_path)
+    with pytest.raises(ValueError, match="num_train"):
+        _generate(tmp_path / "x", num_train=0)
+    with pytest.raises(ValueError, match="image_size"):
+        _generate(tmp_path / "x", image_size=(16, 80))
+
+
+def test_output_is_valid_coco(tmp_path: Path) -> None:
+    from pycocotools.coco import COCO
+
+    paths = _generate(tmp_path / "set", num_train=25, num_val=5)
+    seen_v = set()
+    for ann_file, count in ((paths.train_ann, 25), (paths.val_ann, 5)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(ann_file))
+        (category,) = coco.loadCats(coco.getCatIds())
+        assert Skeleton.from_coco_category(category) == COCO_17
+        anns = coco.loadAnns(coco.getAnnIds())
+        assert len(anns) == count
+        assert len({a["id"] for a in anns}) == count
+        for a in anns:
+            image = coco.loadImgs(a["image_id"])[0]
+            height, width = image["height"], image["width"]
+            assert Image.open(paths.images / image["file_name"]).size == (width, height)
+            assert a["iscrowd"] == 0 and a["category_id"] == category["id"]
+            x, y, w, h = a["bbox"]
+            assert min(x, y) >= -0.5 and x + w <= width - 0.5 and y + h <= height - 0.5
+            assert 0 < a["area"] <= (w + 0.01) * (h + 0.01)
+            kp = np.asarray(a["keypoints"]).reshape(17, 3)
+            v = kp[:, 2]
+            seen_v |= set(v.tolist())
+            assert a["num_keypoints"] == int((v > 0).sum()) > 0
+            assert (kp[v == 0] == 0).all()
+            inside = kp[v > 0, :2]
+            assert (inside >= 0).all() and (inside[:, 0] <= width - 1).all()
+            assert (inside[:, 1] <= height - 1).all()
+    assert seen_v == {0, 1, 2}
+
+
+def _scenes(count: int, size: tuple[int, int] = (96, 128)) -> list[synthetic.Scene]:
+    return [sample_scene(np.random.default_rng(i), size, 1 + i % 3) for i in range(count)]
+
+
+def test_joints_outside_the_image_are_v0() -> None:
+    outside = 0
+    for scene in _scenes(40):
+        for figure, ann in zip(
+            scene.figures, annotate_scene(scene, render_scene(scene)), strict=True
+        ):
+            x, y = figure.keypoints.T
+            out = (x < 0) | (y < 0) | (x > 127) | (y > 95)
+            assert ((ann.keypoints[:, 2] == 0) == out).all()
+            outside += int(out.sum())
+    assert outside > 0
+
+
+def _paint_parts(scene: synthetic.Scene) -> tuple[synthetic.Scene, list[tuple[int, str]]]:
+    """The scene with each person's each part in its own flat colour, the scenery black,
+    and no sensor noise; colour ``i + 1`` (base-4 digits times 85) codes ``parts[i]``."""
+    parts = sorted({(layer.owner, layer.part) for layer in scene.layers if layer.owner >= 0})
+
+    def flat(code: int) -> synthetic.PatternTexture:
+        rgb = ((code % 4) * 85 / 255, (code // 4 % 4) * 85 / 255, (code // 16 % 4) * 85 / 255)
+        return synthetic.PatternTexture(rgb, rgb)
+
+    layers = tuple(
+        replace(
+            layer,
+            texture=flat(parts.index((layer.owner, layer.part)) + 1 if layer.owner >= 0 else 0),
+        )
+        for layer in scene.layers
+    )
+    return replace(scene, layers=layers, noise_sigma=0.0), parts
+
+
+# The limbs that show each body joint when on top; the torso also shows a shoulder or hip
+# on its near side.
+_LIMBS = {
+    "shoulder": ("upper_arm",),
+    "elbow": ("upper_arm", "forearm"),
+    "wrist": ("forearm", "hand"),
+    "hip": ("thigh",),
+    "knee": ("thigh", "shin"),
+    "ankle": ("shin", "foot"),
+}
+
+
+def _expected_parts(figure: synthetic.SceneFigure, j: int) -> set[str]:
+    if j < 5:
+        return {"head"}
+    side, joint = COCO_17.names[j].split("_")
+    parts = {f"{side}_{limb}" for limb in _LIMBS[joint]}
+    if joint in ("shoulder", "hip") and figure.depth[j] >= figure.torso_depth:
+        parts.add("torso")
+    return parts
+
+
+def test_visibility_flags_match_what_is_painted() -> None:
+    """Paint every body part in its own colour: a joint is visible (v=2) exactly when its
+    pixel shows one of its own parts (a far-side shoulder or hip behind the torso does not
+    count). Pixels blending several colours at an edge are left out."""
+    checked = total = hidden_by_torso = 0
+    for scene in _scenes(30, (192, 256)):
+        annotations = annotate_scene(scene, render_scene(scene))
+        painted, parts = _paint_parts(scene)
+        image = render_scene(painted).image.astype(int)
+        digits = np.rint(image / 85).astype(int)
+        clean = (np.abs(image - 85 * digits) <= 1).all(-1)
+        codes = digits[..., 0] + 4 * digits[..., 1] + 16 * digits[..., 2]
+        for p, (figure, ann) in enumerate(zip(scene.figures, annotations, strict=True)):
+            for j, (x, y, v) in enumerate(ann.keypoints):
+                if v == 0 or figure.facing_away[j]:
+                    continue
+                total += 1
+                at = (round(y), round(x))
+                if not clean[at]:
+                    continue
+                owner, part = parts[codes[at] - 1] if codes[at] > 0 else (-1, "")
+                shown = owner == p and part in _expected_parts(figure, j)
+                assert shown == (v == 2), (j, v, owner, part)
+                checked += 1
+                hidden_by_torso += owner == p and part == "torso" and v == 1
+    assert checked > 0.85 * total > 500
+    assert hidden_by_torso > 5
+
+
+def test_face_points_turned_away_are_hidden() -> None:
+    for scene in _scenes(20):
+        for figure, ann in zip(
+            scene.figures, annotate_scene(scene, render_scene(scene)), strict=True
+        ):
+            labelled = ann.keypoints[:, 2] > 0
+            assert (ann.keypoints[figure.facing_away & labelled, 2] == 1).all()
+
+
+def test_both_views_and_occlusion_occur() -> None:
+    """People are seen from the front (nose shown) and from behind (nose hidden), and
+    occluded limbs are common enough to matter."""
+    noses, hidden_limbs, limbs = [], 0, 0
+    for scene in _scenes(40):
+        for figure, ann in zip(
+            scene.figures, annotate_scene(scene, render_scene(scene)), strict=True
+        ):
+            noses.append(bool(figure.facing_away[0]))
+            v = ann.keypoints[5:, 2]
+            limbs += int((v > 0).sum())
+            hidden_limbs += int((v == 1).sum())
+    assert 0.25 < np.mean(noses) < 0.75
+    assert 0.1 < hidden_limbs / limbs < 0.6

@@ -1,0 +1,199 @@
+"""End-to-end tests of ``examples/train.py`` on a tiny generated synthetic set.
+
+Runs are in-process through ``train.main`` (fast), except the 2-process ``torchrun`` run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import train  # noqa: E402
+from sshpe.synthetic import generate_synthetic_coco  # noqa: E402
+
+#: A tiny, fast configuration: 64 x 64 crops, a 1/8-width ResNet-18, 4 + 4 crops per step.
+TINY = [
+    "--input-size", "64", "64", "--width", "0.125", "--labeled", "12",
+    "--batch-size", "4", "--unlabeled-batch-size", "4", "--eval-batch-size", "16",
+    "--workers", "0", "--no-progress", "--vis-count", "2", "--device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    paths = generate_synthetic_coco(
+        tmp_path_factory.mktemp("synthetic") / "set", num_train=24, num_val=6, progress=False
+    )
+    return [
+        "--images", str(paths.images), "--train-ann", str(paths.train_ann),
+        "--val-ann", str(paths.val_ann),
+    ]  # fmt: skip
+
+
+def _run(args: list[str]) -> int:
+    return train.main(args)
+
+
+def _metrics(out: Path) -> list[dict[str, object]]:
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in records:
+        r.pop("crops_per_s", None)  # wall-clock
+    return records
+
+
+@pytest.mark.parametrize("method", ["supervised", "consistency", "posemum"])
+def test_each_method_trains_and_reports(
+    method: str, data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / method
+    assert _run([*data, *TINY, "--method", method, "--steps", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "student" in printed and "teacher" in printed and "AP50" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["metrics"]) == {"student", "teacher"}
+    assert all(0 <= row["AP"] <= 1 for row in results["metrics"].values())
+    losses = [r for r in _metrics(out) if "loss" in r]
+    assert ("unsup" in losses[0]) == (method != "supervised")
+    assert (out / "predictions.png").stat().st_size > 0
+    assert json.loads((out / "results_student.json").read_text())[0]["category_id"] == 1
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["teacher"]["_extra_state"]["step"] == 3
+
+
+def test_resume_equals_uninterrupted(data: list[str], tmp_path: Path) -> None:
+    """A run stopped after 3 of 7 steps and resumed in a fresh ``main`` ends bit-exactly
+    where an uninterrupted run ends: same losses, same weights, same AP."""
+    common = [
+        *data, *TINY, "--method", "posemum", "--steps", "7", "--ckpt-every", "2",
+        "--log-every", "1", "--lr-milestones", "0.5", "--momentum-warmup", "4",
+        "--filter-confidence", "0.0", "--mix-feature-mode", "all",
+    ]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert _run([*common, "--out", str(whole)]) == 0
+    assert _run([*common, "--out", str(parts), "--stop-after", "3"]) == 0
+    assert not (parts / "results.json").exists()
+    assert torch.load(parts / "checkpoint.pt", weights_only=True)["step"] == 3
+    with (parts / "metrics.jsonl").open("a") as f:  # lines a killed run logged late
+        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n")
+    assert _run([*common, "--out", str(parts), "--resume"]) == 0
+
+    assert _metrics(parts) == _metrics(whole)
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)
+    b = torch.load(parts / "checkpoint.pt", weights_only=True)
+    for key in ("student", "teacher"):
+        assert a[key].keys() == b[key].keys()
+        for name, tensor in a[key].items():
+            if isinstance(tensor, torch.Tensor):
+                assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+    for state_a, state_b in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
+    ):
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert a["scheduler"] == b["scheduler"]
+    assert torch.equal(a["rng"][0]["generator"], b["rng"][0]["generator"])
+    results = [json.loads((d / "results.json").read_text())["metrics"] for d in (whole, parts)]
+    assert results[0] == results[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_torchrun_two_processes(data: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        str(EXAMPLES / "train.py"), *data, *TINY, "--method", "posemum", "--steps", "3",
+        "--out", str(out),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("student") == 1  # only rank 0 prints
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    # each rank draws its own augmentation
+    assert not torch.equal(ckpt["rng"][0]["generator"], ckpt["rng"][1]["generator"])
+
+
+def _bad_ann(tmp_path: Path) -> Path:
+    path = tmp_path / "boxes.json"
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]}
+    path.write_text(json.dumps(coco))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--train-ann", "{tmp}/missing.json"], "together"),
+        (["--images", "{tmp}", "--train-ann", "{tmp}/missing.json", "--val-ann", "{tmp}/m.json"],
+         "annotation file not found"),
+        (["--images", "{tmp}", "--train-ann", "{bad}", "--val-ann", "{bad}"], "no category with"),
+        (["--unlabeled-batch-size", "2"], "smaller than the mixing group"),
+        (["--input-size", "100", "80"], "multiples of 32"),
+        (["--method", "fixmatch"], "invalid choice"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--amp", "--device", "cpu"], "--amp needs a CUDA"),
+        (["--resume", "--out", "{tmp}/empty"], "no checkpoint"),
+        (["--images", "{tmp}", "--train-ann", "{bad}", "--val-ann", "{bad}"],
+         "--steps or --epochs"),
+        (["--steps", "3", "--epochs", "2"], "not both"),
+    ],
+)  # fmt: skip
+def test_bad_inputs_give_one_error_line(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    filled = [a.format(tmp=tmp_path, bad=_bad_ann(tmp_path)) for a in args]
+    if "--images" not in filled and "--train-ann" not in filled:
+        # checks that come before the data: no data set needed
+        filled += ["--images", str(tmp_path), "--train-ann", "x", "--val-ann", "y"]
+    if "--steps" not in filled and "--epochs" not in filled and message != "--steps or --epochs":
+        filled += ["--steps", "1"]
+    assert _run([*filled, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("train.py: error: ") and message in err, err
+
+
+def test_resume_refuses_other_settings(
+    data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--out", str(tmp_path / "run")]
+    assert _run([*data, *TINY, "--method", "supervised", "--steps", "2", *out]) == 0
+    capsys.readouterr()
+    assert _run([*data, *TINY, "--method", "supervised", "--steps", "2", "--lr", "0.1",
+                 *out, "--resume"]) == 2  # fmt: skip
+    assert "--lr" in capsys.readouterr().err
+
+
+def test_crop_cache_returns_the_dataset_crops_bit_for_bit(data: list[str]) -> None:
+    from sshpe.data import TopDownDataset, load_coco_persons, unlabelled_instances
+
+    persons = load_coco_persons(data[3])
+    dataset = TopDownDataset(unlabelled_instances(persons), data[1], (64, 48), 17)
+    cache = train.CropCache(dataset)
+    for _ in range(2):  # first read fills the cache, the second reads it
+        for i in range(len(dataset)):
+            got, want = cache[i], dataset[i]
+            assert got.keys() == want.keys()
+            for key, value in want.items():
+                assert (
+                    torch.equal(got[key], value)
+                    if isinstance(value, torch.Tensor)
+                    else (got[key] == value)
+                )
+    assert all(item is not None and item["image"].dtype == torch.uint8 for item in cache.items)
