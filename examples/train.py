@@ -79,7 +79,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "width": 0.25,
         "ema_momentum": 0.99,
         "momentum_warmup": 0,
-        "steps": 360,
+        "steps": 300,
     },
 }
 CHECKPOINT = "checkpoint.pt"
@@ -684,12 +684,16 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 RUNTIME_ARGS = {
     "device",
     "workers",
+    "cache_crops",
+    "cache",
     "out",
     "resume",
     "stop_after",
+    "ckpt_every",
+    "log_every",
+    "eval_every",
+    "vis_count",
     "no_progress",
-    "cache",
-    "cache_crops",
 }
 
 
@@ -805,7 +809,7 @@ def draw_predictions(
     count: int,
     links: Sequence[tuple[int, int]],
 ) -> None:
-    """A PNG of ``count`` validation crops with each model's predicted skeleton (a row each)."""
+    """A PNG of ``count`` validation crops: the labels, then each model's predicted skeleton."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -813,17 +817,23 @@ def draw_predictions(
 
     count = min(count, len(val_set))
     picks = torch.linspace(0, len(val_set) - 1, count).round().long().tolist()
+    samples = [val_set[i] for i in picks]
+    labels = torch.stack([s["keypoints"] for s in samples])
+    labelled = torch.stack([s["visibility"] for s in samples]) > 0
+    rows = {"ground truth": (labels, labelled)}
+    rows |= {name: (coords[picks], torch.ones_like(labelled)) for name, coords in crops.items()}
     fig, axes = plt.subplots(
-        len(crops), count, figsize=(1.6 * count, 2.2 * len(crops)), squeeze=False
+        len(rows), count, figsize=(1.6 * count, 2.2 * len(rows)), squeeze=False
     )
-    for row, (name, coords) in enumerate(crops.items()):
-        for col, index in enumerate(picks):
+    for row, (name, (points, shown)) in enumerate(rows.items()):
+        for col, sample in enumerate(samples):
             ax = axes[row][col]
-            ax.imshow(denormalize(val_set[index]["image"]).permute(1, 2, 0).numpy())
-            xy = coords[index].numpy()
+            ax.imshow(denormalize(sample["image"]).permute(1, 2, 0).numpy())
+            xy, ok = points[col].numpy(), shown[col].numpy()
             for a, b in links:
-                ax.plot(xy[[a, b], 0], xy[[a, b], 1], color="lime", linewidth=1.2)
-            ax.scatter(xy[:, 0], xy[:, 1], s=6, color="red", zorder=3)
+                if ok[a] and ok[b]:
+                    ax.plot(xy[[a, b], 0], xy[[a, b], 1], color="lime", linewidth=1.2)
+            ax.scatter(xy[ok, 0], xy[ok, 1], s=6, color="red", zorder=3)
             ax.set_axis_off()
         axes[row][0].set_title(name, loc="left", fontsize=9)
     fig.tight_layout()
