@@ -71,15 +71,21 @@ PROFILES: dict[str, dict[str, Any]] = {
         "width": 1.0,
         "ema_momentum": MethodConfig().momentum,
         "momentum_warmup": MethodConfig().momentum_warmup,
+        "batch_size": 32,
+        "unlabeled_batch_size": 32,
+        "lr": 1e-3,
         "steps": None,  # required: --steps or --epochs
     },
     "synthetic": {
-        "labeled": 200,
+        "labeled": 500,
         "input_size": [128, 96],
         "width": 0.25,
         "ema_momentum": 0.99,
         "momentum_warmup": 0,
-        "steps": 300,
+        "batch_size": 16,
+        "unlabeled_batch_size": 16,
+        "lr": 3e-3,
+        "steps": 600,
     },
 }
 CHECKPOINT = "checkpoint.pt"
@@ -319,11 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=None, help="training steps [profile]")
     g.add_argument("--epochs", type=float, default=None, help="passes over the labelled set")
-    g.add_argument("--batch-size", type=int, default=32, help="labelled crops per step and rank")
     g.add_argument(
-        "--unlabeled-batch-size", type=int, default=32, help="unlabelled crops per step and rank"
+        "--batch-size", type=int, default=None, help="labelled crops per step and rank [profile]"
     )
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument(
+        "--unlabeled-batch-size",
+        type=int,
+        default=None,
+        help="unlabelled crops per step and rank [profile]",
+    )
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate [profile]")
     g.add_argument(
         "--lr-milestones",
         type=float,

@@ -229,8 +229,8 @@ def test_face_points_turned_away_are_hidden() -> None:
 
 
 def test_both_views_and_occlusion_occur() -> None:
-    """People are seen from the front (nose shown) and from behind (nose hidden), and
-    occluded limbs are common enough to matter."""
+    """Most people are seen from the front (nose shown), some from behind or the side
+    (nose hidden: about one in eight), and occluded limbs are common enough to matter."""
     noses, hidden_limbs, limbs = [], 0, 0
     for scene in _scenes(40):
         for figure, ann in zip(
@@ -240,5 +240,5 @@ def test_both_views_and_occlusion_occur() -> None:
             v = ann.keypoints[5:, 2]
             limbs += int((v > 0).sum())
             hidden_limbs += int((v == 1).sum())
-    assert 0.25 < np.mean(noses) < 0.75
+    assert 0.03 < np.mean(noses) < 0.3
     assert 0.1 < hidden_limbs / limbs < 0.6
