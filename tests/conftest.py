@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from hypothesis import HealthCheck, settings
+
+from tests.paths import EXAMPLES
+
+# The example trainer's modules (``train``, ``sshpe``) are imported from examples/.
+sys.path.insert(0, str(EXAMPLES))
 
 # The suite runs as `pytest -n 2` on 2 cores: intra-op threads would only contend.
 torch.set_num_threads(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,13 +24,10 @@ from posemum_aug.keypoints import (
     invert_affine,
     visible_in_frame,
 )
+from tests.paths import CROWDPOSE, OCHUMAN
 from tests.strategies import DEVICES, generator, seeds
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-REAL_FILES = {
-    "ochuman": DATA / "ochuman-mini" / "test_ochuman.json",
-    "crowdpose": DATA / "crowdpose-mini" / "test_crowdpose.json",
-}
+REAL_FILES = {"ochuman": OCHUMAN, "crowdpose": CROWDPOSE}
 DTYPES = [torch.float32, torch.float64]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-from torch.utils.data import default_collate
-
-from posemum_aug.keypoints import COCO_17, CROWDPOSE_14, affine_keypoints
-from tests.strategies import generator, seeds
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
 from sshpe.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -36,12 +28,11 @@ from sshpe.data import (
     load_coco_persons,
     unlabelled_instances,
 )
+from torch.utils.data import default_collate
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-OCHUMAN = DATA / "ochuman-mini" / "test_ochuman.json"
-CROWDPOSE = DATA / "crowdpose-mini" / "test_crowdpose.json"
-REAL = [pytest.param(OCHUMAN, id="ochuman"), pytest.param(CROWDPOSE, id="crowdpose")]
-
+from posemum_aug.keypoints import COCO_17, CROWDPOSE_14, affine_keypoints
+from tests.paths import CROWDPOSE, OCHUMAN, REAL
+from tests.strategies import generator, seeds
 
 # ------------------------------------------------------------------------- geometry
 

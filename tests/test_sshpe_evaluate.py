@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-
-from posemum_aug.keypoints import Skeleton
-from tests.strategies import generator, seeds
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
 from sshpe.evaluate import (
     STAT_NAMES,
     evaluate_keypoints,
@@ -29,10 +22,9 @@ from sshpe.evaluate import (
     rescore,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-OCHUMAN = DATA / "ochuman-mini" / "test_ochuman.json"
-CROWDPOSE = DATA / "crowdpose-mini" / "test_crowdpose.json"
-REAL = [pytest.param(OCHUMAN, id="ochuman"), pytest.param(CROWDPOSE, id="crowdpose")]
+from posemum_aug.keypoints import Skeleton
+from tests.paths import CROWDPOSE, OCHUMAN, REAL
+from tests.strategies import generator, seeds
 
 
 def _ground_truth_results(

@@ -3,15 +3,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
 from sshpe.methods import (
     MeanTeacher,
     MethodConfig,
@@ -21,6 +16,7 @@ from sshpe.methods import (
     swap_sides,
 )
 from sshpe.models import BasicBlock, Bottleneck, SimpleBaseline, load_pretrained
+from torch import nn
 
 from posemum_aug.heatmap import decode_heatmaps, render_heatmaps
 from posemum_aug.keypoints import Skeleton, affine_keypoints

@@ -5,25 +5,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from posemum_aug.keypoints import COCO_17, Skeleton
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
 import sshpe.synthetic as synthetic
+from PIL import Image
 from sshpe.synthetic import (
     annotate_scene,
     generate_synthetic_coco,
     render_scene,
     sample_scene,
 )
+
+from posemum_aug.keypoints import COCO_17, Skeleton
 
 SIZE = (64, 80)
 

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import train
+from sshpe.synthetic import generate_synthetic_coco
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-import train  # noqa: E402
-from sshpe.synthetic import generate_synthetic_coco  # noqa: E402
+from tests.paths import EXAMPLES
 
 #: A tiny, fast configuration: 64 x 64 crops, a 1/8-width ResNet-18, 4 + 4 crops per step.
 TINY = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,9 +36,9 @@ from posemum_aug.transforms import (
     sample_pose_flip,
     warp_images,
 )
+from tests.paths import CROWDPOSE, OCHUMAN
 from tests.strategies import DEVICES, generator, seeds
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SKELETONS = st.sampled_from([COCO_17, CROWDPOSE_14])
 
 
@@ -449,10 +448,7 @@ def test_presets_match_sshpe_views() -> None:
 
 
 def test_real_annotations_swap_left_and_right_under_flip() -> None:
-    for path in (
-        DATA / "crowdpose-mini" / "test_crowdpose.json",
-        DATA / "ochuman-mini" / "test_ochuman.json",
-    ):
+    for path in (CROWDPOSE, OCHUMAN):
         data: dict[str, Any] = json.loads(path.read_text())
         skeleton = Skeleton.from_coco_category(data["categories"][0])
         width = {img["id"]: img["width"] for img in data["images"]}
