@@ -48,15 +48,7 @@ FULL = {
     # the rest is train.py's synthetic profile (the README job's network, input size,
     # batches, learning rate and EMA momentum), given as flags because this benchmark
     # passes its data as files; twice the README job's steps
-    "train": [
-        arg
-        for key, value in train.PROFILES["synthetic"].items()
-        if key not in ("labeled", "steps")
-        for arg in (
-            f"--{key.replace('_', '-')}",
-            *map(str, value if isinstance(value, list) else [value]),
-        )
-    ],
+    "train": train.profile_flags("synthetic", skip=("labeled", "steps")),
 }
 #: The CI smoke run: a tiny set, a tiny model, a few steps, one seed.
 QUICK = {

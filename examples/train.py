@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +115,24 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 # --------------------------------------------------------------------------- command line
 
 
-def _profile_text(values: dict[str, Any]) -> str:
-    def show(v: Any) -> str:
-        return "required" if v is None else " ".join(map(str, v)) if isinstance(v, list) else str(v)
+def _flag(key: str, value: Any) -> list[str]:
+    """One profile entry as command-line tokens, e.g. ``["--input-size", "256", "192"]``."""
+    return [f"--{key.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
 
-    return ", ".join(f"--{k.replace('_', '-')} {show(v)}" for k, v in values.items())
+
+def _profile_text(values: dict[str, Any]) -> str:
+    return ", ".join(" ".join(_flag(k, "required" if v is None else v)) for k, v in values.items())
+
+
+def profile_flags(name: str, skip: Collection[str] = ()) -> list[str]:
+    """The profile ``name`` of :data:`PROFILES` as command-line flags, less the keys in
+    ``skip``: for callers that pass their data as files but want that profile's job."""
+    return [
+        token
+        for key, value in PROFILES[name].items()
+        if key not in skip
+        for token in _flag(key, value)
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
