@@ -667,6 +667,11 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str)
     Hooks act only while both ``mum`` and the hooked module are in training mode, so an
     eval-mode copy of the model (an EMA teacher, evaluation) is never mixed.
 
+    Every forward pass of ``model`` is one chain: a chain left open by a pass that raised
+    is dropped when the next pass starts, and a pass that ends with its chain still open
+    (a mixing point that runs after ``unmix_at``, or an ``unmix_at`` the pass never
+    reaches) raises: that configuration leaves outputs mixed.
+
     Args:
         model: the network.
         mum: the :class:`PoseMUM` that holds the chain and the random state.
@@ -678,7 +683,8 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str)
 
     Raises:
         ValueError: if ``mix_at`` is empty or a name is not a submodule of ``model``, or
-            ``unmix_at`` is ``""`` or also a mixing point.
+            ``unmix_at`` is ``""`` or also a mixing point; from a forward pass of
+            ``model`` that ends with a mixed chain still open (see above).
 
     Example:
         >>> import torch
@@ -702,6 +708,17 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str)
         )
     mum.feature_points = len(mix_at) - 1 if len(mix_at) > 1 else None
 
+    def start_pass(module: nn.Module, args: tuple[Any, ...]) -> None:
+        mum.reset()  # an open chain here was left by a pass that raised: it is stale
+
+    def end_pass(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if mum.in_chain:
+            mum.reset()
+            raise ValueError(
+                f"the forward pass ended with the mixing chain open: every mixing point "
+                f"{list(mix_at)} must run before unmix_at={unmix_at!r}, and unmix_at must run"
+            )
+
     def mix_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         if not (module.training and mum.active) or not args:
             return None
@@ -713,11 +730,12 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str)
     def unmix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         return mum.unmix(output) if module.training and mum.active else None
 
-    handles: list[torch.utils.hooks.RemovableHandle] = []
+    handles = [model.register_forward_pre_hook(start_pass)]
     for name in mix_at:
         if name == "":
             handles.append(model.register_forward_pre_hook(mix_input))
         else:
             handles.append(modules[name].register_forward_hook(mix_output))
     handles.append(modules[unmix_at].register_forward_hook(unmix_output))
+    handles.append(model.register_forward_hook(end_pass))
     return MixHandle(handles, mum)

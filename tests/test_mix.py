@@ -384,6 +384,40 @@ def test_eval_mode_paused_and_teacher_copies_are_identity() -> None:
     assert not torch.equal(net(x), expected)
 
 
+def test_a_mixing_point_after_the_unmix_point_is_an_error() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    mum = PoseMUM(group_size=2, grid=2, generator=generator(0))
+    with attach(net, mum, mix_at=["", "2"], unmix_at="1"):  # "2" runs after the unmix
+        with pytest.raises(ValueError, match=r"before unmix_at='1'"):
+            net(torch.randn(4, 3, 8, 8))
+        assert not mum.in_chain  # nothing carries over into the next pass
+
+
+class _FailsOnce(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fail:
+            self.fail = False
+            raise RuntimeError("out of memory")
+        return x
+
+
+def test_a_pass_that_raised_leaves_no_stale_chain() -> None:
+    # The network is the identity, so a correct pass returns its input exactly; a
+    # chain left open by the failed pass would compose its plan into the next one.
+    net = nn.Sequential(nn.Identity(), _FailsOnce(), nn.Identity())
+    mum = PoseMUM(group_size=4, grid=2, p_feature=1.0, feature_mode="all", generator=generator(1))
+    x = torch.randn(8, 3, 8, 8)
+    with attach(net, mum, mix_at=["", "0"], unmix_at="2"):
+        with pytest.raises(RuntimeError, match="out of memory"):
+            net(x)
+        assert mum.in_chain and mum.plan is not None  # the failed pass mixed
+        assert torch.equal(net(x), x)
+
+
 def test_explicit_plan_replays() -> None:
     plan = sample_tile_plan(4, grid=(2, 2), generator=generator(9))
     mum = PoseMUM(group_size=4, grid=(2, 2))
