@@ -30,6 +30,7 @@ from sshpe.data import (
 )
 from torch.utils.data import default_collate
 
+from posemum_aug.heatmap import render_heatmaps
 from posemum_aug.keypoints import COCO_17, CROWDPOSE_14, affine_keypoints
 from tests.paths import CROWDPOSE, OCHUMAN, REAL
 from tests.strategies import generator, seeds
@@ -222,6 +223,49 @@ def test_bad_files_give_clear_errors(tmp_path: Path) -> None:
         TopDownDataset(persons.instances, OCHUMAN.parent, (64, 48), 14)
 
 
+def _break_first_annotation(data: dict, how: str) -> None:
+    ann = data["annotations"][0]
+    if how == "no bbox":
+        del ann["bbox"]
+    elif how == "short bbox":
+        ann["bbox"] = ann["bbox"][:2]
+    elif how == "text bbox":
+        ann["bbox"] = ["a", 0, 1, 1]
+    elif how == "no image_id":
+        del ann["image_id"]
+    elif how == "unknown image":
+        ann["image_id"] = -12345
+    elif how == "keypoint count":
+        ann["keypoints"] = ann["keypoints"][:-3]
+    elif how == "not an object":
+        data["annotations"][0] = [1, 2, 3]
+    elif how == "image without file_name":
+        del data["images"][0]["file_name"]
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "no bbox",
+        "short bbox",
+        "text bbox",
+        "no image_id",
+        "unknown image",
+        "keypoint count",
+        "not an object",
+        "image without file_name",
+    ],
+)
+def test_malformed_annotations_raise_value_error_naming_the_entry(tmp_path: Path, how: str) -> None:
+    data = json.loads(OCHUMAN.read_text())
+    _break_first_annotation(data, how)
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    where = "'images'" if how == "image without file_name" else "annotation #0"
+    with pytest.raises(ValueError, match=f"broken.json.*{where}"):
+        load_coco_persons(broken)
+
+
 @pytest.mark.parametrize("ann_file", REAL)
 def test_dataset_crops_and_targets_on_real_files(ann_file: Path) -> None:
     persons = load_coco_persons(ann_file)
@@ -255,6 +299,39 @@ def test_dataset_crops_and_targets_on_real_files(ann_file: Path) -> None:
             atol=1e-3,
             rtol=0,
         )
+
+
+@pytest.mark.parametrize("ann_file", REAL)
+def test_training_targets_of_real_crops_peak_at_the_keypoints(ann_file: Path) -> None:
+    """The supervised targets of a batch of real crops (256 x 192, stride 4, sigma 2): one
+    Gaussian per labelled joint in the frame, peaking on the keypoint's heatmap pixel."""
+    persons = load_coco_persons(ann_file)
+    size, stride = (256, 192), 4
+    dataset = TopDownDataset(
+        evaluation_instances(persons), ann_file.parent, size, persons.skeleton.num_joints
+    )
+    batch = default_collate(list(dataset))
+    targets, weights = render_heatmaps(
+        batch["keypoints"] / stride,
+        batch["visibility"],
+        (size[0] // stride, size[1] // stride),
+        2.0,
+        unbiased=True,
+    )
+    # where the annotations land in the heatmaps, computed from the file directly
+    annotated = torch.stack(
+        [torch.from_numpy(p.keypoints[:, :2]) for p in evaluation_instances(persons)]
+    ).double()
+    matrix = crop_matrix(batch["center"].double(), batch["scale"].double(), size)
+    heat = affine_keypoints(annotated, matrix).float() / stride
+    labelled = batch["visibility"] > 0
+    inside = (heat >= 0).all(-1) & (heat[..., 0] <= 47) & (heat[..., 1] <= 63) & labelled
+    assert inside.sum() > 20
+    assert torch.equal(weights[inside], torch.ones(int(inside.sum())))
+    assert not weights[~labelled].any() and not targets[~labelled].any()
+    flat = targets[inside].flatten(1).argmax(1)
+    peak = torch.stack([flat % targets.shape[-1], flat // targets.shape[-1]], -1)
+    assert torch.equal(peak.float(), heat[inside].round())
 
 
 def test_dataset_image_matches_a_direct_crop() -> None:

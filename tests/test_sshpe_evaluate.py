@@ -121,6 +121,16 @@ def test_bad_inputs_raise_value_error(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="no category with 'keypoints'"):
         evaluate_keypoints(results, no_keypoints)
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    with pytest.raises(ValueError, match="not a COCO annotation file"):
+        evaluate_keypoints(results, junk)
+    data = json.loads(CROWDPOSE.read_text())  # CrowdPose has no 'area': it comes from the box
+    del data["annotations"][1]["bbox"]
+    no_box = tmp_path / "no_box.json"
+    no_box.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="annotation #1 has no 'area' and no usable 'bbox'"):
+        evaluate_keypoints(_ground_truth_results(CROWDPOSE), no_box)
 
 
 # ---------------------------------------------------------------------------- rescore

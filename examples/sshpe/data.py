@@ -372,38 +372,53 @@ def load_coco_persons(ann_file: str | Path, skeleton: Skeleton | None = None) ->
         category = next((c for c in categories if c.get("name") == "person"), None)
         if category is None:
             raise ValueError(f"{path} has no 'person' category")
-    k = skeleton.num_joints
-    sizes = {im["id"]: (im.get("width"), im.get("height"), im["file_name"]) for im in images}
+    try:
+        sizes = {im["id"]: (im.get("width"), im.get("height"), im["file_name"]) for im in images}
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: an entry of 'images' lacks 'id' or 'file_name': {e!r}") from None
     instances = []
-    for ann in annotations:
-        if ann.get("category_id") != category["id"] or ann.get("iscrowd", 0):
-            continue
-        if ann["image_id"] not in sizes:
-            raise ValueError(f"annotation {ann['id']} in {path} names an unknown image")
-        width, height, file_name = sizes[ann["image_id"]]
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), x + w, y + h
-        if width is not None and height is not None:
-            x1, y1 = min(x1, float(width)), min(y1, float(height))
-        if x1 - x0 <= 0 or y1 - y0 <= 0:
-            continue
-        flat = ann.get("keypoints") or [0.0] * (3 * k)
-        if len(flat) != 3 * k:
-            raise ValueError(
-                f"annotation {ann['id']} in {path} has {len(flat) // 3} keypoints, "
-                f"the skeleton has {k}"
-            )
-        instances.append(
-            PersonInstance(
-                image_id=ann["image_id"],
-                ann_id=ann["id"],
-                file_name=file_name,
-                bbox=(x0, y0, x1 - x0, y1 - y0),
-                keypoints=np.asarray(flat, dtype=np.float32).reshape(k, 3),
-                score=float(ann.get("score", 1.0)),
-            )
-        )
+    for index, ann in enumerate(annotations):
+        try:
+            if ann.get("category_id") != category["id"] or ann.get("iscrowd", 0):
+                continue
+            instance = _person_instance(ann, sizes, skeleton.num_joints)
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{path}: annotation #{index} is malformed: {e}") from None
+        if instance is not None:
+            instances.append(instance)
     return CocoPersons(path, skeleton, int(category["id"]), tuple(instances))
+
+
+def _person_instance(
+    ann: dict[str, Any], sizes: dict[Any, tuple[Any, Any, str]], num_joints: int
+) -> PersonInstance | None:
+    """One person annotation, its box clipped to the image; ``None`` if the box is empty.
+
+    Raises ``KeyError`` / ``TypeError`` / ``ValueError`` on malformed entries, which
+    :func:`load_coco_persons` reports with the file and the annotation's position.
+    """
+    if ann["image_id"] not in sizes:
+        raise ValueError(f"id {ann['id']} names an unknown image {ann['image_id']!r}")
+    width, height, file_name = sizes[ann["image_id"]]
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), x + w, y + h
+    if width is not None and height is not None:
+        x1, y1 = min(x1, float(width)), min(y1, float(height))
+    if x1 - x0 <= 0 or y1 - y0 <= 0:
+        return None
+    flat = ann.get("keypoints") or [0.0] * (3 * num_joints)
+    if len(flat) != 3 * num_joints:
+        raise ValueError(
+            f"id {ann['id']} has {len(flat) // 3} keypoints, the skeleton has {num_joints}"
+        )
+    return PersonInstance(
+        image_id=ann["image_id"],
+        ann_id=ann["id"],
+        file_name=file_name,
+        bbox=(x0, y0, x1 - x0, y1 - y0),
+        keypoints=np.asarray(flat, dtype=np.float32).reshape(num_joints, 3),
+        score=float(ann.get("score", 1.0)),
+    )
 
 
 def evaluation_instances(persons: CocoPersons) -> tuple[PersonInstance, ...]:

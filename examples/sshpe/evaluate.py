@@ -50,13 +50,21 @@ def _load_ground_truth(ann_file: str | Path) -> tuple[dict[str, Any], Skeleton]:
     path = Path(ann_file)
     if not path.is_file():
         raise ValueError(f"annotation file not found: {path}")
-    data = json.loads(path.read_text())
-    category = next((c for c in data.get("categories", []) if c.get("keypoints")), None)
+    try:
+        data = json.loads(path.read_text())
+        category = next((c for c in data.get("categories", []) if c.get("keypoints")), None)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
     if category is None:
         raise ValueError(f"{path} has no category with 'keypoints' names")
-    for ann in data.get("annotations", []):
+    for index, ann in enumerate(data.get("annotations", [])):
         if "area" not in ann:  # e.g. CrowdPose: OKS needs a scale, use the box
-            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+            try:
+                ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise ValueError(
+                    f"{path}: annotation #{index} has no 'area' and no usable 'bbox': {e!r}"
+                ) from None
     return data, Skeleton.from_coco_category(category)
 
 
