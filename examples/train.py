@@ -20,6 +20,7 @@ per line), ``checkpoint.pt`` (written atomically; ``--resume`` continues it exac
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -52,7 +53,14 @@ from sshpe.data import (
     unlabelled_instances,
 )
 from sshpe.evaluate import evaluate_keypoints, protocol_results
-from sshpe.methods import METHODS, MethodConfig, SSHPEMethod, predict_heatmaps, scaled_cutout
+from sshpe.methods import (
+    METHODS,
+    MethodConfig,
+    SSHPEMethod,
+    predict_heatmaps,
+    scaled_cutout,
+    scaled_sigma,
+)
 from sshpe.models import SimpleBaseline, load_pretrained
 from sshpe.synthetic import generate_synthetic_coco
 
@@ -86,9 +94,23 @@ PROFILES: dict[str, dict[str, Any]] = {
         "unlabeled_batch_size": 16,
         "lr": 3e-3,
         "steps": 600,
+        # SSHPE's 2 heatmap px rather than the 1 that scaling to 128 px would give: the
+        # value every synthetic run in examples/README.md was trained with
+        "sigma": 2.0,
     },
 }
 CHECKPOINT = "checkpoint.pt"
+#: Each process keeps its own BatchNorm statistics (the EMAN teacher averages them across
+#: processes), so DDP must not broadcast rank 0's buffers at every forward. The switch is
+#: ``forward_sync_buffers`` since torch 2.13 (``broadcast_buffers`` is deprecated there)
+#: and ``broadcast_buffers`` before.
+NO_BUFFER_BROADCAST = {
+    (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else "broadcast_buffers"
+    ): False
+}
 #: ``--cache-crops`` is on by default with in-process loading when the crops fit in this.
 CROP_CACHE_BYTES = 2 * 1024**3
 
@@ -201,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="training method (see examples/README.md)",
     )
     g.add_argument(
-        "--sigma", type=float, default=d.sigma, help="target Gaussian sigma (heatmap px)"
+        "--sigma",
+        type=float,
+        default=None,
+        help="target Gaussian sigma, heatmap px (default: 2 x H / 256, SSHPE's 2 at 256 x 192 "
+        "and 3 at 384 x 288) [profile]",
     )
     g.add_argument(
         "--unbiased-targets",
@@ -445,11 +471,15 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--input-size must be multiples of 32, got {height} {width}")
     if not args.width > 0:
         raise UsageError(f"--width must be > 0, got {args.width}")
-    if args.method == "posemum" and args.unlabeled_batch_size < args.mix_group:
-        raise UsageError(
-            f"--unlabeled-batch-size {args.unlabeled_batch_size} is smaller than the mixing "
-            f"group --mix-group {args.mix_group}: no sample would be mixed with another"
-        )
+    mixed = {"--unlabeled-batch-size": args.unlabeled_batch_size}
+    if args.mix_labeled:
+        mixed["--batch-size"] = args.batch_size
+    for flag, size in mixed.items():
+        if args.method == "posemum" and size < args.mix_group:
+            raise UsageError(
+                f"{flag} {size} is smaller than the mixing group --mix-group "
+                f"{args.mix_group}: no sample would be mixed with another"
+            )
     if args.workers is None:
         args.workers = 4 if str(args.device).startswith("cuda") else 0
     if args.workers < 0:
@@ -471,7 +501,7 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
     jitter, half_size = scaled_cutout(args.input_size[0])
     return MethodConfig(
         method=args.method,
-        sigma=args.sigma,
+        sigma=scaled_sigma(args.input_size[0]) if args.sigma is None else args.sigma,
         unbiased=args.unbiased_targets,
         scale_sigma=args.scale_sigma,
         scale_range=tuple(args.scale_range),
@@ -878,7 +908,7 @@ class MetricsLog:
         kept = []
         if resume_step is not None and path.is_file():  # drop what a killed run logged late
             lines = path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in lines if _logged_step(line) <= resume_step]
         path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -886,6 +916,14 @@ class MetricsLog:
         if self.enabled:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _logged_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line; infinite for a line a kill cut short."""
+    try:
+        return float(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return math.inf
 
 
 def total_steps(args: argparse.Namespace, labeled: int, world_size: int) -> int:
@@ -918,9 +956,7 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
     student: nn.Module = model
     if ddp.enabled:
         student = DistributedDataParallel(
-            model,
-            device_ids=[device] if device.type == "cuda" else None,
-            forward_sync_buffers=False,
+            model, device_ids=[device] if device.type == "cuda" else None, **NO_BUFFER_BROADCAST
         )
     state = np.random.SeedSequence([args.seed, ddp.rank]).generate_state(2)
     generator = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
@@ -948,6 +984,12 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(generator, ckpt["rng"][ddp.rank])
         start = int(ckpt["step"])
+    # the losses summed since the last log line, so a resumed run logs the same means
+    window = start
+    running: dict[str, Tensor] = {}
+    if args.resume and "loss_window" in ckpt:
+        window = int(ckpt["loss_window"]["start"])
+        running = {k: v.to(device) for k, v in ckpt["loss_window"]["sums"].items()}
     log = MetricsLog(args.out / "metrics.jsonl", ddp.main, start if args.resume else None)
 
     def checkpoint(step: int) -> None:
@@ -963,6 +1005,10 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": rng,
+                    "loss_window": {
+                        "start": window,
+                        "sums": {k: v.cpu() for k, v in running.items()},
+                    },
                 },
                 path,
             )
@@ -1006,8 +1052,7 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
         dynamic_ncols=True,
         disable=args.no_progress or not ddp.main,
     )
-    running: dict[str, Tensor] = {}
-    tick, ticked = time.perf_counter(), start
+    tick, timed = time.perf_counter(), start
     for step in range(start + 1, steps + 1):
         batch = to_device(next(labeled_batches), device)
         extra = None if unlabeled_batches is None else to_device(next(unlabeled_batches), device)
@@ -1020,9 +1065,8 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
         for k, v in losses.items():
             running[k] = running.get(k, 0) + v.detach()
         if step % args.log_every == 0 or step == steps:
-            elapsed, count = time.perf_counter() - tick, step - ticked
-            record = {k: round(float(v) / count, 7) for k, v in running.items()}
-            throughput = count * crops_per_step / elapsed
+            record = {k: round(float(v) / (step - window), 7) for k, v in running.items()}
+            throughput = (step - timed) * crops_per_step / (time.perf_counter() - tick)
             log.write(
                 {
                     "step": step,
@@ -1033,7 +1077,7 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
                 }
             )
             bar.set_postfix(loss=f"{record['loss']:.2e}", crops_s=f"{throughput:.0f}")
-            running, tick, ticked = {}, time.perf_counter(), step
+            running, window, tick, timed = {}, step, time.perf_counter(), step
         bar.update(1)
         if args.eval_every and step % args.eval_every == 0 and step < steps:
             if ddp.main:

@@ -69,11 +69,12 @@ def test_each_method_trains_and_reports(
 
 
 def test_resume_equals_uninterrupted(data: list[str], tmp_path: Path) -> None:
-    """A run stopped after 3 of 7 steps and resumed in a fresh ``main`` ends bit-exactly
-    where an uninterrupted run ends: same losses, same weights, same AP."""
+    """A run stopped after 3 of 7 steps (inside a 2-step log window) and resumed in a
+    fresh ``main`` ends bit-exactly where an uninterrupted run ends: same logged losses,
+    same weights, same AP."""
     common = [
         *data, *TINY, "--method", "posemum", "--steps", "7", "--ckpt-every", "2",
-        "--log-every", "1", "--lr-milestones", "0.5", "--momentum-warmup", "4",
+        "--log-every", "2", "--lr-milestones", "0.5", "--momentum-warmup", "4",
         "--filter-confidence", "0.0", "--mix-feature-mode", "all",
     ]  # fmt: skip
     whole, parts = tmp_path / "whole", tmp_path / "parts"
@@ -82,7 +83,7 @@ def test_resume_equals_uninterrupted(data: list[str], tmp_path: Path) -> None:
     assert not (parts / "results.json").exists()
     assert torch.load(parts / "checkpoint.pt", weights_only=True)["step"] == 3
     with (parts / "metrics.jsonl").open("a") as f:  # lines a killed run logged late
-        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n")
+        f.write(json.dumps({"step": 4, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
     assert _run([*common, "--out", str(parts), "--resume"]) == 0
 
     assert _metrics(parts) == _metrics(whole)
@@ -142,6 +143,7 @@ def _bad_ann(tmp_path: Path) -> Path:
          "annotation file not found"),
         (["--images", "{tmp}", "--train-ann", "{bad}", "--val-ann", "{bad}"], "no category with"),
         (["--unlabeled-batch-size", "2"], "smaller than the mixing group"),
+        (["--mix-labeled", "--batch-size", "3"], "--batch-size 3 is smaller than the mixing"),
         (["--input-size", "100", "80"], "multiples of 32"),
         (["--method", "fixmatch"], "invalid choice"),
         (["--steps", "0"], "--steps must be >= 1"),
@@ -165,6 +167,17 @@ def test_bad_inputs_give_one_error_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("train.py: error: ") and message in err, err
+
+
+def test_a_mixing_point_after_the_unmix_point_is_one_error_line(
+    data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    order = ["--mix-at", "", "deconv", "--unmix-at", "layer4"]  # deconv runs after layer4
+    args = [*data, *TINY, *order, "--steps", "1", "--out", str(tmp_path)]
+    assert _run(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "must run before unmix_at='layer4'" in err, err
 
 
 def test_resume_refuses_other_settings(
@@ -195,3 +208,19 @@ def test_crop_cache_returns_the_dataset_crops_bit_for_bit(data: list[str]) -> No
                     else (got[key] == value)
                 )
     assert all(item is not None and item["image"].dtype == torch.uint8 for item in cache.items)
+
+
+@pytest.mark.parametrize(
+    ("extra", "sigma"),
+    [
+        ([], 2.0),  # the synthetic profile
+        (["--images", "i", "--train-ann", "t", "--val-ann", "v", "--steps", "1"], 2.0),
+        (["--images", "i", "--train-ann", "t", "--val-ann", "v", "--steps", "1",
+          "--input-size", "384", "288"], 3.0),
+        (["--input-size", "384", "288", "--sigma", "2.5"], 2.5),
+    ],
+)  # fmt: skip
+def test_target_sigma_follows_the_input_size(extra: list[str], sigma: float) -> None:
+    args = train.build_parser().parse_args(extra)
+    train.apply_profile(args)
+    assert train.method_config(args).sigma == sigma

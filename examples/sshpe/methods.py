@@ -164,6 +164,24 @@ def scaled_cutout(input_height: int) -> tuple[float, tuple[int, int]]:
     return 10.0 * ratio, (max(1, round(10 * ratio)), max(1, round(19 * ratio)))
 
 
+def scaled_sigma(input_height: int) -> float:
+    """SSHPE's target sigma (2 heatmap px at 256 px) scaled to a crop height.
+
+    This is the SimpleBaseline / HRNet rule: sigma 2 at 256 x 192 and 3 at 384 x 288.
+
+    Args:
+        input_height: ``H`` of the network input.
+
+    Returns:
+        Sigma in heatmap pixels.
+
+    Example:
+        >>> scaled_sigma(256), scaled_sigma(384)
+        (2.0, 3.0)
+    """
+    return 2.0 * input_height / 256
+
+
 def joint_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     """SimpleBaseline's joint-weighted heatmap MSE: ``0.5 * mean(w_bk * (pred - target)^2)``.
 
