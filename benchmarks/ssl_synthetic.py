@@ -12,6 +12,7 @@ student for evaluation, so its "teacher" row is a weight average too.
 
     python benchmarks/ssl_synthetic.py            # full: 3 seeds (long; see the README)
     python benchmarks/ssl_synthetic.py --quick    # smoke run for CI: seconds
+    python benchmarks/ssl_synthetic.py --methods posemum -- --teacher ema   # an ablation
 
 Writes ``results/ssl_synthetic.json`` (every run and the summary) and
 ``results/ssl_synthetic.png`` (AP per method, mean and std over seeds).
@@ -75,7 +76,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--device", default=None, help="passed to train.py")
     parser.add_argument("--cache", type=Path, default=None, help="where the data set is made")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "train_flags",
+        nargs=argparse.REMAINDER,
+        help="after --: more train.py flags for every run (ablations, e.g. -- --teacher ema)",
+    )
+    args = parser.parse_args(argv)
+    if args.train_flags[:1] == ["--"]:
+        args.train_flags = args.train_flags[1:]
+    return args
 
 
 def summarize(runs: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
@@ -130,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in ("steps", "seeds", "labeled"):
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
+    budget["train"] = [*budget["train"], *args.train_flags]
     with tempfile.TemporaryDirectory() as tmp:
         cache = (
             Path(tmp) if args.quick else (args.cache or train.build_parser().get_default("cache"))
@@ -168,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\nsynthetic set: {budget['labeled']} labelled of {budget['num_train']} people, "
         f"{budget['num_val']} val; {budget['steps']} steps per run"
+        + (f"; also {' '.join(args.train_flags)}" if args.train_flags else "")
     )
     columns = ["method", "seeds", "student AP", "student AP std", "teacher AP", "teacher AP std",
                "student AP50", "teacher AP50", "s/run"]  # fmt: skip
