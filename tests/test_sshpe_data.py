@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -223,42 +225,25 @@ def test_bad_files_give_clear_errors(tmp_path: Path) -> None:
         TopDownDataset(persons.instances, OCHUMAN.parent, (64, 48), 14)
 
 
-def _break_first_annotation(data: dict, how: str) -> None:
-    ann = data["annotations"][0]
-    if how == "no bbox":
-        del ann["bbox"]
-    elif how == "short bbox":
-        ann["bbox"] = ann["bbox"][:2]
-    elif how == "text bbox":
-        ann["bbox"] = ["a", 0, 1, 1]
-    elif how == "no image_id":
-        del ann["image_id"]
-    elif how == "unknown image":
-        ann["image_id"] = -12345
-    elif how == "keypoint count":
-        ann["keypoints"] = ann["keypoints"][:-3]
-    elif how == "not an object":
-        data["annotations"][0] = [1, 2, 3]
-    elif how == "image without file_name":
-        del data["images"][0]["file_name"]
+#: Ways to break the first annotation (or image) of a real file, by name.
+BREAKS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "no bbox": lambda d: d["annotations"][0].pop("bbox"),
+    "short bbox": lambda d: d["annotations"][0].update(bbox=d["annotations"][0]["bbox"][:2]),
+    "text bbox": lambda d: d["annotations"][0].update(bbox=["a", 0, 1, 1]),
+    "no image_id": lambda d: d["annotations"][0].pop("image_id"),
+    "unknown image": lambda d: d["annotations"][0].update(image_id=-12345),
+    "keypoint count": lambda d: d["annotations"][0].update(
+        keypoints=d["annotations"][0]["keypoints"][:-3]
+    ),
+    "not an object": lambda d: d["annotations"].__setitem__(0, [1, 2, 3]),
+    "image without file_name": lambda d: d["images"][0].pop("file_name"),
+}
 
 
-@pytest.mark.parametrize(
-    "how",
-    [
-        "no bbox",
-        "short bbox",
-        "text bbox",
-        "no image_id",
-        "unknown image",
-        "keypoint count",
-        "not an object",
-        "image without file_name",
-    ],
-)
+@pytest.mark.parametrize("how", BREAKS)
 def test_malformed_annotations_raise_value_error_naming_the_entry(tmp_path: Path, how: str) -> None:
     data = json.loads(OCHUMAN.read_text())
-    _break_first_annotation(data, how)
+    BREAKS[how](data)
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(data))
     where = "'images'" if how == "image without file_name" else "annotation #0"
@@ -306,26 +291,25 @@ def test_training_targets_of_real_crops_peak_at_the_keypoints(ann_file: Path) ->
     """The supervised targets of a batch of real crops (256 x 192, stride 4, sigma 2): one
     Gaussian per labelled joint in the frame, peaking on the keypoint's heatmap pixel."""
     persons = load_coco_persons(ann_file)
+    instances = evaluation_instances(persons)
     size, stride = (256, 192), 4
-    dataset = TopDownDataset(
-        evaluation_instances(persons), ann_file.parent, size, persons.skeleton.num_joints
-    )
+    height, width = size[0] // stride, size[1] // stride
+    dataset = TopDownDataset(instances, ann_file.parent, size, persons.skeleton.num_joints)
     batch = default_collate(list(dataset))
     targets, weights = render_heatmaps(
         batch["keypoints"] / stride,
         batch["visibility"],
-        (size[0] // stride, size[1] // stride),
+        (height, width),
         2.0,
         unbiased=True,
     )
     # where the annotations land in the heatmaps, computed from the file directly
-    annotated = torch.stack(
-        [torch.from_numpy(p.keypoints[:, :2]) for p in evaluation_instances(persons)]
-    ).double()
+    annotated = torch.stack([torch.from_numpy(p.keypoints[:, :2]) for p in instances]).double()
     matrix = crop_matrix(batch["center"].double(), batch["scale"].double(), size)
     heat = affine_keypoints(annotated, matrix).float() / stride
     labelled = batch["visibility"] > 0
-    inside = (heat >= 0).all(-1) & (heat[..., 0] <= 47) & (heat[..., 1] <= 63) & labelled
+    in_map = (heat >= 0).all(-1) & (heat[..., 0] <= width - 1) & (heat[..., 1] <= height - 1)
+    inside = in_map & labelled
     assert inside.sum() > 20
     assert torch.equal(weights[inside], torch.ones(int(inside.sum())))
     assert not weights[~labelled].any() and not targets[~labelled].any()

@@ -64,8 +64,10 @@ __all__ = [
     "crop_to_image",
     "denormalize",
     "evaluation_instances",
+    "keypoint_category",
     "labelled_instances",
     "load_coco_persons",
+    "read_coco_file",
     "unlabelled_instances",
 ]
 
@@ -326,7 +328,34 @@ class CocoPersons:
     instances: tuple[PersonInstance, ...]
 
 
-def _keypoint_category(categories: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def read_coco_file(ann_file: str | Path) -> dict[str, Any]:
+    """The JSON object of a COCO annotation file, its ``categories`` checked to be objects.
+
+    Args:
+        ann_file: path to the JSON file.
+
+    Returns:
+        The parsed file.
+
+    Raises:
+        ValueError: if the file is missing, is not JSON, or is not a JSON object whose
+            ``categories`` (if present) is a list of objects.
+    """
+    path = Path(ann_file)
+    if not path.is_file():
+        raise ValueError(f"annotation file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
+    categories = data.get("categories", []) if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
+        raise ValueError(f"{path} is not a COCO annotation file: no list of 'categories'")
+    return data
+
+
+def keypoint_category(categories: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first category with ``keypoints`` names (the person category), or ``None``."""
     return next((c for c in categories if c.get("keypoints")), None)
 
 
@@ -352,15 +381,13 @@ def load_coco_persons(ann_file: str | Path, skeleton: Skeleton | None = None) ->
             annotation's keypoints do not match the skeleton.
     """
     path = Path(ann_file)
-    if not path.is_file():
-        raise ValueError(f"annotation file not found: {path}")
+    data = read_coco_file(path)
     try:
-        data = json.loads(path.read_text())
         categories, images = data["categories"], data["images"]
-        annotations = data.get("annotations", [])
-    except (ValueError, KeyError, TypeError) as e:
+    except KeyError as e:
         raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
-    category = _keypoint_category(categories)
+    annotations = data.get("annotations", [])
+    category = keypoint_category(categories)
     if skeleton is None:
         if category is None:
             raise ValueError(
@@ -375,7 +402,9 @@ def load_coco_persons(ann_file: str | Path, skeleton: Skeleton | None = None) ->
     try:
         sizes = {im["id"]: (im.get("width"), im.get("height"), im["file_name"]) for im in images}
     except (KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{path}: an entry of 'images' lacks 'id' or 'file_name': {e!r}") from None
+        raise ValueError(
+            f"{path}: 'images' must be objects with 'id' and 'file_name': {e!r}"
+        ) from None
     instances = []
     for index, ann in enumerate(annotations):
         try:

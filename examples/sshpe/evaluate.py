@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
 from posemum_aug.keypoints import Skeleton
+from sshpe.data import keypoint_category, read_coco_file
 
 __all__ = [
     "STAT_NAMES",
@@ -48,13 +48,8 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "
 def _load_ground_truth(ann_file: str | Path) -> tuple[dict[str, Any], Skeleton]:
     """The annotation file, with ``area`` filled in where missing (box area)."""
     path = Path(ann_file)
-    if not path.is_file():
-        raise ValueError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-        category = next((c for c in data.get("categories", []) if c.get("keypoints")), None)
-    except (ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
+    data = read_coco_file(path)
+    category = keypoint_category(data.get("categories", []))
     if category is None:
         raise ValueError(f"{path} has no category with 'keypoints' names")
     for index, ann in enumerate(data.get("annotations", [])):
