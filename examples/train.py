@@ -52,6 +52,7 @@ from sshpe.data import (
     load_coco_persons,
     unlabelled_instances,
 )
+from sshpe.diagnostics import joint_groups, plot_training_curves, step_diagnostics
 from sshpe.evaluate import evaluate_keypoints, protocol_results
 from sshpe.methods import (
     METHODS,
@@ -388,6 +389,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: end)")
     g.add_argument("--eval-batch-size", type=int, default=64, help="crops per evaluation batch")
     g.add_argument("--vis-count", type=int, default=8, help="crops in predictions.png (0: none)")
+    g.add_argument(
+        "--pseudo-every",
+        type=int,
+        default=50,
+        help="steps between pseudo-label diagnostics against the unlabelled file's ignored "
+        "labels (0: off; see sshpe.diagnostics)",
+    )
 
     g = p.add_argument_group("run")
     g.add_argument(
@@ -462,6 +470,8 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
+    if args.pseudo_every < 0:
+        raise UsageError(f"--pseudo-every must be >= 0 (0 = off), got {args.pseudo_every}")
     if args.epochs is not None and not args.epochs > 0:
         raise UsageError(f"--epochs must be > 0, got {args.epochs}")
     if args.labeled is not None and args.labeled < 0:
@@ -747,6 +757,7 @@ RUNTIME_ARGS = {
     "log_every",
     "eval_every",
     "vis_count",
+    "pseudo_every",
     "no_progress",
 }
 
@@ -926,6 +937,22 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
+def split_hidden_labels(batch: dict[str, Any]) -> tuple[dict[str, Any], tuple[Tensor, Tensor]]:
+    """An unlabelled batch as what the step may see (the image) and its file's labels.
+
+    The labels go to the diagnostics only, after the step; the step never receives them.
+
+    Returns:
+        ``({"image": ...}, (keypoints, visibility))``.
+    """
+    return {"image": batch["image"]}, (batch["keypoints"], batch["visibility"])
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value`` rounded for the log, or ``None`` (JSON ``null``) when it is not finite."""
+    return round(value, 6) if math.isfinite(value) else None
+
+
 def total_steps(args: argparse.Namespace, labeled: int, world_size: int) -> int:
     """``--steps``, or ``--epochs`` passes over the labelled set."""
     if args.steps is not None:
@@ -1038,6 +1065,7 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
     ]
     val_loader = loader(val_crops, val_batches, args.workers, device)
     models = {"student": model, "teacher": method.teacher}
+    groups = joint_groups(skeleton.names)
     crops_per_step = (
         args.batch_size + (args.unlabeled_batch_size if unlabeled else 0)
     ) * ddp.world_size
@@ -1055,7 +1083,9 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
     tick, timed = time.perf_counter(), start
     for step in range(start + 1, steps + 1):
         batch = to_device(next(labeled_batches), device)
-        extra = None if unlabeled_batches is None else to_device(next(unlabeled_batches), device)
+        extra, hidden = None, None
+        if unlabeled_batches is not None:
+            extra, hidden = split_hidden_labels(to_device(next(unlabeled_batches), device))
         losses = method.losses(batch, extra)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -1078,6 +1108,9 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
             )
             bar.set_postfix(loss=f"{record['loss']:.2e}", crops_s=f"{throughput:.0f}")
             running, window, tick, timed = {}, step, time.perf_counter(), step
+        if hidden is not None and args.pseudo_every and step % args.pseudo_every == 0 and ddp.main:
+            stats = step_diagnostics(method, *hidden, groups)
+            log.write({"step": step, **{k: finite_or_none(v) for k, v in stats.items()}})
         bar.update(1)
         if args.eval_every and step % args.eval_every == 0 and step < steps:
             if ddp.main:
@@ -1102,6 +1135,7 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
         (args.out / "results.json").write_text(
             json.dumps({"step": steps, "metrics": metrics, "config": config_of(args)}, indent=2)
         )
+        plot_training_curves(args.out / "metrics.jsonl", args.out / "curves.png")
         if args.vis_count > 0:
             draw_predictions(
                 args.out / "predictions.png", val_set, crops, args.vis_count, skeleton.links

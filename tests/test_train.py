@@ -224,3 +224,44 @@ def test_target_sigma_follows_the_input_size(extra: list[str], sigma: float) -> 
     args = train.build_parser().parse_args(extra)
     train.apply_profile(args)
     assert train.method_config(args).sigma == sigma
+
+
+def _scrambled_labels(ann: Path, out: Path) -> Path:
+    """``ann`` with every keypoint moved and visibility flipped: the same people and boxes,
+    other labels."""
+    coco = json.loads(ann.read_text())
+    generator = torch.Generator().manual_seed(0)
+    for a in coco["annotations"]:
+        count = len(a["keypoints"]) // 3
+        xy = torch.rand(count, 2, generator=generator) * 50
+        a["keypoints"] = [v for (x, y) in xy.tolist() for v in (x, y, 2)]
+        a["num_keypoints"] = count
+    out.write_text(json.dumps(coco))
+    return out
+
+
+def test_ignored_labels_never_reach_a_loss(data: list[str], tmp_path: Path) -> None:
+    """The unlabelled pool's file labels feed the diagnostics only: runs whose unlabelled
+    file differs in its labels alone log the same losses and end with the same weights,
+    while the pseudo-label accuracy they log differs."""
+    train_ann = Path(data[data.index("--train-ann") + 1])
+    common = [
+        *data, *TINY, "--method", "posemum", "--steps", "4", "--pseudo-every", "2",
+        "--log-every", "2", "--vis-count", "0",
+    ]  # fmt: skip
+    outs = {}
+    for name, ann in {
+        "true": train_ann,
+        "scrambled": _scrambled_labels(train_ann, tmp_path / "scrambled.json"),
+    }.items():
+        outs[name] = tmp_path / name
+        assert _run([*common, "--unlabeled-ann", str(ann), "--out", str(outs[name])]) == 0
+    logs = {name: _metrics(out) for name, out in outs.items()}
+    losses = {n: [r for r in log if "loss" in r] for n, log in logs.items()}
+    pseudo = {n: [r for r in log if "pseudo_pck" in r] for n, log in logs.items()}
+    assert losses["true"] == losses["scrambled"] and len(losses["true"]) == 2
+    assert len(pseudo["true"]) == 2 and pseudo["true"] != pseudo["scrambled"]
+    a, b = (torch.load(o / "checkpoint.pt", weights_only=True) for o in outs.values())
+    for name, tensor in a["student"].items():
+        assert torch.equal(tensor, b["student"][name]), name
+    assert (outs["true"] / "curves.png").stat().st_size > 0

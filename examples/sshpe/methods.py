@@ -223,6 +223,22 @@ class View:
     flipped: Tensor
 
 
+@dataclass(frozen=True)
+class PseudoLabels:
+    """What the last unlabelled step fitted the student to, kept for diagnostics.
+
+    Attributes:
+        view: the easy view the teacher saw (its matrix maps base crops into it).
+        targets: ``(B, K, h, w)`` the teacher's heatmaps on that view (after filters'
+            hard targets, before the hard view's warp).
+        weights: ``(B, K)`` the filters' per-joint weights.
+    """
+
+    view: View
+    targets: Tensor
+    weights: Tensor
+
+
 class MeanTeacher(nn.Module):
     """The classic mean teacher (Tarvainen & Valpola, 2017): an EMA of parameters only.
 
@@ -260,7 +276,7 @@ class MeanTeacher(nn.Module):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        self.module = copy.deepcopy(_unwrap(student)).requires_grad_(False)
+        self.module = copy.deepcopy(unwrap(student)).requires_grad_(False)
         self.base_momentum = float(momentum)
         self.schedule = schedule
         self.step = 0
@@ -283,7 +299,7 @@ class MeanTeacher(nn.Module):
         """One EMA step of the parameters towards ``student``; returns the momentum used."""
         momentum = self.momentum
         teacher_params = list(self.module.parameters())
-        student_params = [p.detach() for p in _unwrap(student).parameters()]
+        student_params = [p.detach() for p in unwrap(student).parameters()]
         torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
         self.step += 1
         return momentum
@@ -323,7 +339,8 @@ def build_teacher(student: nn.Module, config: MethodConfig) -> Teacher:
     return EMANTeacher(student, config.momentum, schedule)
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
+def unwrap(module: nn.Module) -> nn.Module:
+    """``module``, or the network inside a ``DistributedDataParallel`` wrapper."""
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
@@ -396,6 +413,8 @@ class SSHPEMethod:
         )
         self.mum: PoseMUM | None = None
         self._handle: MixHandle | None = None
+        #: The pseudo-labels of the last :meth:`unsupervised_loss`, for diagnostics.
+        self.last_pseudo: PseudoLabels | None = None
         if config.method == "posemum":
             self.mum = PoseMUM(
                 group_size=config.mix_group,
@@ -405,7 +424,7 @@ class SSHPEMethod:
                 feature_mode=config.mix_feature_mode,
                 generator=generator,
             )
-            self._handle = self.mum.attach(_unwrap(student), config.mix_at, config.unmix_at)
+            self._handle = self.mum.attach(unwrap(student), config.mix_at, config.unmix_at)
 
     def _autocast(self) -> Any:
         if not self.amp:
@@ -466,6 +485,10 @@ class SSHPEMethod:
             return nullcontext()
         return self.mum.paused()
 
+    def unmixed(self) -> Any:
+        """A context in which the student runs without Pose-MUM mixing."""
+        return self._mixing(False)
+
     @torch.no_grad()
     def pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
         """Teacher heatmaps on ``image`` and the filters' per-joint weights.
@@ -516,6 +539,7 @@ class SSHPEMethod:
         """
         easy = self.easy_view(image)
         targets, weights = self.pseudo_labels(easy.image)
+        self.last_pseudo = PseudoLabels(easy, targets, weights)
         hard_image = easy.image
         if self.config.joint_cutout:
             stride = image.shape[-1] / targets.shape[-1]
