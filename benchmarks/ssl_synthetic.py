@@ -1,32 +1,45 @@
-"""Semi-supervised benchmark: supervised vs consistency (EMA teacher) vs posemum (EMAN).
+"""Semi-supervised benchmark on the synthetic person set: does the unlabelled data help?
 
-Trains ``examples/train.py`` on the synthetic person set with few labels (the first
-``--labeled`` people of the training file) and the whole training file as the unlabelled
-pool, for each method and seed, and reports the validation AP (SSHPE protocol) of the
-student and the teacher as mean and standard deviation over seeds.
+Trains ``examples/train.py`` once per arm and seed, on the same data, network, input size,
+batches, steps and learning-rate schedule, and records the validation AP (SSHPE
+protocol) over training, the final AP of the student and the teacher, and the
+pseudo-label diagnostics of the semi-supervised arms:
 
-Same compute budget: every run takes the same number of steps with the same labelled batch
-(and, for the semi-supervised methods, the same unlabelled batch), the same network,
-input size and learning-rate schedule. The supervised run keeps an EMAN copy of its
-student for evaluation, so its "teacher" row is a weight average too.
+=================  ==================================================================
+arm                what
+=================  ==================================================================
+supervised_few     the first ``labeled`` people of the training file only
+consistency        SSHPE's PoseCons + Joint Cutout with a classic mean teacher
+consistency_eman   the same with an EMAN teacher (ablation)
+posemum            consistency + Pose-MUM mixing with an EMAN teacher (the method)
+posemum_ema        the same with a mean teacher (ablation)
+supervised_all     every training person labelled: the ceiling
+=================  ==================================================================
 
-    python benchmarks/ssl_synthetic.py            # full: 3 seeds (long; see the README)
+The unlabelled pool is the whole training file, labels ignored (they feed only the
+diagnostics). Every run's folder stays under ``--work``; a run whose ``results.json``
+exists is read back, a run with only a checkpoint is resumed, so a killed benchmark
+continues where it stopped. The record (every run, the command, the git sha and a
+``summary`` of the student AP per arm) is written after each run.
+
+    python benchmarks/ssl_synthetic.py            # full: writes records/ssl_synthetic.json
     python benchmarks/ssl_synthetic.py --quick    # smoke run for CI: seconds
-    python benchmarks/ssl_synthetic.py --methods posemum -- --teacher ema   # an ablation
-
-Writes ``results/ssl_synthetic.json`` (every run and the summary) and
-``results/ssl_synthetic.png`` (AP per method, mean and std over seeds).
+    python benchmarks/ssl_synthetic.py --table    # the README table from the record
+    python benchmarks/ssl_synthetic.py --arms posemum --seeds 0 --record /tmp/x.json \\
+        -- --hard-bn-stats frozen                 # an ablation: flags after -- go to every run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,158 +48,286 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "examples"))
 
 import train  # noqa: E402
-from _common import RESULTS, print_table, write_json  # noqa: E402
-from sshpe.methods import METHODS  # noqa: E402
+from _common import RESULTS, metadata  # noqa: E402
+from sshpe.diagnostics import read_metrics  # noqa: E402
 from sshpe.synthetic import generate_synthetic_coco  # noqa: E402
 
-#: The full benchmark: data, labels and the per-run budget.
-FULL = {
+RECORD = HERE / "records" / "ssl_synthetic.json"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: the method, whether only the few labels are used, extra flags."""
+
+    method: str
+    few: bool = True
+    flags: tuple[str, ...] = ()
+    ablation: bool = False
+
+
+ARMS = {
+    "supervised_few": Arm("supervised"),
+    "consistency": Arm("consistency"),
+    "consistency_eman": Arm("consistency", flags=("--teacher", "eman"), ablation=True),
+    "posemum": Arm("posemum"),
+    "posemum_ema": Arm("posemum", flags=("--teacher", "ema"), ablation=True),
+    "supervised_all": Arm("supervised", few=False),
+}
+
+#: The full benchmark: data, labels, the per-run budget, seeds. The shared settings were
+#: chosen on supervised_few, supervised_all and consistency (see examples/README.md).
+FULL: dict[str, Any] = {
     "num_train": 2000,
     "num_val": 300,
-    "labeled": 200,
-    "steps": 1200,
+    "labeled": 100,
+    "steps": 3000,
+    "eval_every": 500,
     "seeds": [0, 1, 2],
-    # the rest is train.py's synthetic profile (the README job's network, input size,
-    # batches, learning rate and EMA momentum), given as flags because this benchmark
-    # passes its data as files; twice the README job's steps
+    "ablation_seeds": [0],
+    # the rest is train.py's synthetic profile (network, input size, batches, learning
+    # rate, EMA momentum), given as flags because this benchmark passes its data as files
     "train": train.profile_flags("synthetic", skip=("labeled", "steps")),
 }
 #: The CI smoke run: a tiny set, a tiny model, a few steps, one seed.
-QUICK = {
+QUICK: dict[str, Any] = {
     "num_train": 24,
     "num_val": 6,
     "labeled": 12,
-    "steps": 3,
+    "steps": 4,
+    "eval_every": 2,
     "seeds": [0],
+    "ablation_seeds": [0],
     "train": [
         "--input-size", "64", "64", "--width", "0.125", "--batch-size", "4",
-        "--unlabeled-batch-size", "4", "--vis-count", "0",
+        "--unlabeled-batch-size", "4", "--vis-count", "0", "--pseudo-every", "2",
     ],
 }  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """``--quick`` and ``--out`` as every benchmark, plus the run's budget."""
+    """The benchmark's budget, which arms and seeds, where runs and the record go."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, for CI")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    parser.add_argument("--table", action="store_true", help="print the record's table only")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="every arm's seeds")
     parser.add_argument("--steps", type=int, default=None, help="steps per run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--labeled", type=int, default=None, help="labelled people")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--labeled", type=int, default=None, help="labelled people (few arms)")
     parser.add_argument("--device", default=None, help="passed to train.py")
     parser.add_argument("--cache", type=Path, default=None, help="where the data set is made")
+    parser.add_argument("--work", type=Path, default=None, help="run folders (resumable)")
+    parser.add_argument("--record", type=Path, default=None, help="the JSON record")
     parser.add_argument(
         "train_flags",
         nargs=argparse.REMAINDER,
-        help="after --: more train.py flags for every run (ablations, e.g. -- --teacher ema)",
+        help="after --: more train.py flags for every run (ablations)",
     )
     args = parser.parse_args(argv)
     if args.train_flags[:1] == ["--"]:
         args.train_flags = args.train_flags[1:]
+    if args.record is None:
+        args.record = RESULTS / "ssl_synthetic_quick.json" if args.quick else RECORD
+    if args.work is None:  # the quick run starts afresh every time
+        args.work = Path(tempfile.mkdtemp()) if args.quick else RESULTS / "ssl_synthetic"
     return args
 
 
-def summarize(runs: list[dict[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds of each method's student and teacher AP."""
-    rows = []
-    for method in methods:
-        mine = [r for r in runs if r["method"] == method]
-        row: dict[str, Any] = {"method": method, "seeds": len(mine)}
-        for model in ("student", "teacher"):
-            for metric in ("AP", "AP50"):
-                values = [r["metrics"][model][metric] for r in mine]
-                row[f"{model} {metric}"] = statistics.fmean(values)
-                if metric == "AP":
-                    row[f"{model} AP std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        row["s/run"] = statistics.fmean(r["seconds"] for r in mine)
-        rows.append(row)
-    return rows
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per arm: student AP mean, std (0 for one seed) and count, teacher AP mean, AP50."""
+    summary = {}
+    for arm in ARMS:
+        mine = [r for r in runs if r["arm"] == arm]
+        if not mine:
+            continue
+        ap = [r["metrics"]["student"]["AP"] for r in mine]
+        summary[arm] = {
+            "AP_mean": statistics.fmean(ap),
+            "AP_std": statistics.stdev(ap) if len(ap) > 1 else 0.0,
+            "n": len(ap),
+            "teacher_AP_mean": statistics.fmean(r["metrics"]["teacher"]["AP"] for r in mine),
+            "AP50_mean": statistics.fmean(r["metrics"]["student"]["AP50"] for r in mine),
+            "seconds_mean": statistics.fmean(r["seconds"] for r in mine),
+        }
+    return summary
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Bar chart of student and teacher AP per method, with the std over seeds."""
+def _run_record(arm: str, seed: int, out: Path, seconds: float) -> dict[str, Any]:
+    """What the record keeps of one finished run: metrics, AP curve, last diagnostics."""
+    result = json.loads((out / "results.json").read_text())
+    records = read_metrics(out / "metrics.jsonl")
+    curve = [
+        [r["step"], r["eval"]["student"]["AP"], r["eval"]["teacher"]["AP"]]
+        for r in records
+        if "eval" in r
+    ]
+    pseudo = [r for r in records if "pseudo_pck" in r]
+    return {
+        "arm": arm,
+        "seed": seed,
+        "metrics": result["metrics"],
+        "curve": curve,
+        "pseudo": pseudo,
+        "seconds": seconds,
+    }
+
+
+def run_arm(
+    arm: str, seed: int, common: list[str], budget: dict[str, Any], work: Path
+) -> dict[str, Any]:
+    """Train one arm and seed (or read it back, or resume it); returns its record."""
+    spec = ARMS[arm]
+    out = work / f"{arm}-{seed}"
+    timing = out / "seconds.json"
+    if (out / "results.json").is_file() and timing.is_file():
+        return _run_record(arm, seed, out, json.loads(timing.read_text())["seconds"])
+    argv = [
+        *common,
+        "--method", spec.method,
+        "--labeled", str(budget["labeled"] if spec.few else 0),
+        *spec.flags, *budget["train"],
+        "--seed", str(seed), "--out", str(out),
+    ]  # fmt: skip
+    spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
+    if (out / train.CHECKPOINT).is_file():
+        argv.append("--resume")
+    started = time.perf_counter()
+    if train.main(argv) != 0:
+        raise SystemExit(f"ssl_synthetic: the {arm} run with seed {seed} failed")
+    seconds = spent + time.perf_counter() - started
+    timing.write_text(json.dumps({"seconds": seconds}))
+    return _run_record(arm, seed, out, seconds)
+
+
+def write_record(
+    path: Path, budget: dict[str, Any], command: str, runs: list[dict[str, Any]]
+) -> None:
+    """The record: metadata, the command, the budget, every run, the summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "meta": metadata(),
+        "command": command,
+        "budget": budget,
+        "summary": summarize(runs),
+        "runs": runs,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def table(record: dict[str, Any]) -> str:
+    """The README's markdown table of a record."""
+    lines = [
+        "| arm | seeds | student AP | teacher AP | student AP50 | min/run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, row in record["summary"].items():
+        lines.append(
+            f"| {arm} | {row['n']} | {row['AP_mean']:.3f} +- {row['AP_std']:.3f} "
+            f"| {row['teacher_AP_mean']:.3f} | {row['AP50_mean']:.3f} "
+            f"| {row['seconds_mean'] / 60:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    """AP against steps per arm (mean over seeds, a band of one std), the teacher's
+    pseudo-label PCK and the student's BatchNorm gap of the semi-supervised arms."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    width = 0.38
-    for i, model in enumerate(("student", "teacher")):
-        xs = [j + (i - 0.5) * width for j in range(len(rows))]
-        ax.bar(
-            xs,
-            [r[f"{model} AP"] for r in rows],
-            width,
-            yerr=[r[f"{model} AP std"] for r in rows],
-            capsize=3,
-            label=model,
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for arm in record["summary"]:
+        runs = [r for r in record["runs"] if r["arm"] == arm]
+        steps = [p[0] for p in runs[0]["curve"]]
+        ap = [[r["curve"][i][1] for r in runs] for i in range(len(steps))]
+        mean = [statistics.fmean(v) for v in ap]
+        std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in ap]
+        (line,) = axes[0].plot(steps, mean, marker="o", markersize=3, label=arm)
+        axes[0].fill_between(
+            steps,
+            [m - s for m, s in zip(mean, std, strict=True)],
+            [m + s for m, s in zip(mean, std, strict=True)],
+            alpha=0.2,
+            color=line.get_color(),
         )
-    ax.set_xticks(range(len(rows)), [r["method"] for r in rows])
-    ax.set_ylabel("val AP (OKS)")
-    ax.set_title(f"synthetic set, {rows[0]['seeds']} seed(s)", fontsize=9)
-    ax.legend(fontsize=8)
+        pseudo = runs[0]["pseudo"]
+        if pseudo:
+            xs = [p["step"] for p in pseudo]
+            pck = [_nan(p["pseudo_pck"]) for p in pseudo]
+            gap = [
+                _nan(p["pseudo_student_peak_batch"]) - _nan(p["pseudo_student_peak_eval"])
+                for p in pseudo
+            ]
+            axes[1].plot(xs, pck, label=arm, color=line.get_color(), linewidth=1)
+            axes[2].plot(xs, gap, label=arm, color=line.get_color(), linewidth=1)
+    axes[0].set_title("validation AP (student), mean +- std over seeds", fontsize=9)
+    axes[1].set_title("teacher pseudo-label PCK@0.05 on the unlabelled batch (seed 0)", fontsize=9)
+    axes[2].set_title("student peak: batch stats - running stats (seed 0)", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run every method and seed, print the table, write the JSON and the plot."""
+    """Run (or read back) every arm and seed, write the record and the plot, print the table."""
     args = parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.record.read_text())))
+        return 0
     budget = dict(QUICK if args.quick else FULL)
-    for key in ("steps", "seeds", "labeled"):
+    for key in ("steps", "labeled"):
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
+    if args.seeds is not None:
+        budget["seeds"] = budget["ablation_seeds"] = args.seeds
     budget["train"] = [*budget["train"], *args.train_flags]
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = (
-            Path(tmp) if args.quick else (args.cache or train.build_parser().get_default("cache"))
-        )
-        paths = generate_synthetic_coco(
-            Path(cache) / f"ssl-benchmark-{budget['num_train']}",
-            num_train=budget["num_train"],
-            num_val=budget["num_val"],
-            progress=not args.quick,
-        )
-        common = [
-            "--images", str(paths.images), "--train-ann", str(paths.train_ann),
-            "--val-ann", str(paths.val_ann), "--labeled", str(budget["labeled"]),
-            "--steps", str(budget["steps"]), "--no-progress", *budget["train"],
-        ]  # fmt: skip
-        if args.device is not None:
-            common += ["--device", args.device]
-        runs = []
-        for seed in budget["seeds"]:
-            for method in args.methods:
-                out = Path(tmp) / f"{method}-{seed}"
-                started = time.perf_counter()
-                argv_run = [*common, "--method", method, "--seed", str(seed), "--out", str(out)]
-                if train.main(argv_run) != 0:
-                    return 1
-                result = json.loads((out / "results.json").read_text())
-                runs.append(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "metrics": result["metrics"],
-                        "seconds": time.perf_counter() - started,
-                    }
-                )
-    rows = summarize(runs, args.methods)
+    cache = (
+        args.work / "data"
+        if args.quick
+        else (args.cache or train.build_parser().get_default("cache"))
+    )
+    paths = generate_synthetic_coco(
+        Path(cache) / f"ssl-benchmark-{budget['num_train']}",
+        num_train=budget["num_train"],
+        num_val=budget["num_val"],
+        progress=not args.quick,
+    )
+    common = [
+        "--images", str(paths.images), "--train-ann", str(paths.train_ann),
+        "--val-ann", str(paths.val_ann), "--steps", str(budget["steps"]),
+        "--eval-every", str(budget["eval_every"]), "--no-progress",
+    ]  # fmt: skip
+    if args.device is not None:
+        common += ["--device", args.device]
+    command = " ".join(
+        ["python", "benchmarks/ssl_synthetic.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    runs: list[dict[str, Any]] = []
+    # seed-major, so that a benchmark stopped early has every arm's first seeds
+    for seed in sorted({*budget["seeds"], *budget["ablation_seeds"]}):
+        for arm in args.arms:
+            if seed in (budget["ablation_seeds"] if ARMS[arm].ablation else budget["seeds"]):
+                runs.append(run_arm(arm, seed, common, budget, args.work / "runs"))
+                write_record(args.record, budget, command, runs)
+    record = json.loads(args.record.read_text())
+    png = args.record.with_suffix(".png")
+    plot(record, png)
     print(
         f"\nsynthetic set: {budget['labeled']} labelled of {budget['num_train']} people, "
         f"{budget['num_val']} val; {budget['steps']} steps per run"
         + (f"; also {' '.join(args.train_flags)}" if args.train_flags else "")
     )
-    columns = ["method", "seeds", "student AP", "student AP std", "teacher AP", "teacher AP std",
-               "student AP50", "teacher AP50", "s/run"]  # fmt: skip
-    print_table(rows, columns)
-    json_path = write_json("ssl_synthetic", [{"budget": budget}, *rows, *runs], args.out)
-    png = (args.out or RESULTS / "ssl_synthetic.json").with_suffix(".png")
-    plot(rows, png)
-    print(f"wrote {json_path} and {png}")
+    print(table(record))
+    print(f"wrote {args.record} and {png}")
     return 0
 
 

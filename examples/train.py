@@ -240,6 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--unsup-weight", type=float, default=d.unsup_weight, help="weight of the unsupervised loss"
     )
     g.add_argument(
+        "--burn-in",
+        type=int,
+        default=d.burn_in,
+        help="supervised-only steps first; the teacher copies the student until then",
+    )
+    g.add_argument(
+        "--unsup-ramp",
+        type=int,
+        default=d.unsup_ramp,
+        help="steps after the burn-in of a linear ramp of the unsupervised weight (0: off)",
+    )
+    g.add_argument(
+        "--hard-bn-stats",
+        choices=("update", "frozen"),
+        default=d.hard_bn_stats,
+        help="whether the student's unlabelled hard-view pass updates its BatchNorm running "
+        "statistics; frozen: it normalises with the batch's only",
+    )
+    g.add_argument(
         "--scale-sigma", type=float, default=d.scale_sigma, help="std of the views' crop scale"
     )
     g.add_argument(
@@ -467,6 +486,9 @@ def check_args(args: argparse.Namespace) -> None:
         "--stop-after": args.stop_after,
         "--mix-group": args.mix_group,
     }
+    for flag, count in {"--burn-in": args.burn_in, "--unsup-ramp": args.unsup_ramp}.items():
+        if count < 0:
+            raise UsageError(f"{flag} must be >= 0 (0 = off), got {count}")
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
@@ -527,6 +549,9 @@ def method_config(args: argparse.Namespace) -> MethodConfig:
         if args.cutout_half_size is None
         else tuple(args.cutout_half_size),
         unsup_weight=args.unsup_weight,
+        burn_in=args.burn_in,
+        unsup_ramp=args.unsup_ramp,
+        hard_bn_stats=args.hard_bn_stats,
         teacher=args.teacher,
         momentum=args.ema_momentum,
         momentum_warmup=args.momentum_warmup,
@@ -1108,7 +1133,8 @@ def train(args: argparse.Namespace, ddp: Distributed) -> dict[str, dict[str, flo
             )
             bar.set_postfix(loss=f"{record['loss']:.2e}", crops_s=f"{throughput:.0f}")
             running, window, tick, timed = {}, step, time.perf_counter(), step
-        if hidden is not None and args.pseudo_every and step % args.pseudo_every == 0 and ddp.main:
+        diagnose = hidden is not None and method.last_pseudo is not None and ddp.main
+        if diagnose and args.pseudo_every and step % args.pseudo_every == 0:
             stats = step_diagnostics(method, *hidden, groups)
             log.write({"step": step, **{k: finite_or_none(v) for k, v in stats.items()}})
         bar.update(1)

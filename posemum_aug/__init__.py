@@ -5,6 +5,7 @@ See ``docs/`` for the conventions (shapes, coordinates, random generators).
 
 from __future__ import annotations
 
+from posemum_aug.batchnorm import frozen_running_stats
 from posemum_aug.filters import confidence_weights, flip_consistency_weights, hard_targets
 from posemum_aug.heatmap import decode_heatmaps, flip_heatmaps, render_heatmaps, warp_heatmaps
 from posemum_aug.keypoints import (
@@ -92,6 +93,7 @@ __all__ = [
     "flip_heatmaps",
     "flip_keypoints",
     "flip_matrix",
+    "frozen_running_stats",
     "hard_targets",
     "heatmap_matrix",
     "infer_flip_index",

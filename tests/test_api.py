@@ -38,6 +38,7 @@ PUBLIC = [
     "flip_heatmaps",
     "flip_keypoints",
     "flip_matrix",
+    "frozen_running_stats",
     "hard_targets",
     "heatmap_matrix",
     "infer_flip_index",

@@ -27,10 +27,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from sshpe.methods import SSHPEMethod, unwrap
-
 from posemum_aug.heatmap import decode_heatmaps
 from posemum_aug.keypoints import affine_keypoints, visible_in_frame
+from sshpe.methods import SSHPEMethod, unwrap
 
 #: Joint groups by name fragment, first match wins; joints matching none are ``"other"``.
 _GROUP_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -189,8 +188,9 @@ def batchnorm_gap(
         >>> net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2)).eval()
         >>> stats = batchnorm_gap(net, torch.randn(2, 3, 8, 8), torch.zeros(2, 2, 2),
         ...                       torch.ones(2, 2, dtype=torch.bool), "net")
-        >>> sorted(stats)
-        ['pseudo_net_pck_batch', 'pseudo_net_pck_eval', 'pseudo_net_peak_batch', 'pseudo_net_peak_eval']
+        >>> sorted(stats)  # doctest: +NORMALIZE_WHITESPACE
+        ['pseudo_net_pck_batch', 'pseudo_net_pck_eval',
+         'pseudo_net_peak_batch', 'pseudo_net_peak_eval']
     """
     was_training = model.training
     stats: dict[str, float] = {}
@@ -205,7 +205,13 @@ def batchnorm_gap(
     for mode, heatmaps in runs.items():
         weights = heatmaps.new_ones(heatmaps.shape[:2])
         quality = pseudo_label_quality(
-            heatmaps, weights, keypoints, labelled, groups, image.shape[-2], alpha=alpha,
+            heatmaps,
+            weights,
+            keypoints,
+            labelled,
+            groups,
+            image.shape[-2],
+            alpha=alpha,
             refine=refine,
         )
         stats[f"pseudo_{name}_peak_{mode}"] = quality["pseudo_peak"]
@@ -291,16 +297,32 @@ def step_diagnostics(
     )
     refine = method.config.decode
     stats = pseudo_label_quality(
-        pseudo.targets, pseudo.weights, points, labelled, groups, size[0], alpha=alpha,
+        pseudo.targets,
+        pseudo.weights,
+        points,
+        labelled,
+        groups,
+        size[0],
+        alpha=alpha,
         refine=refine,
     )
     with method.unmixed():
         stats |= batchnorm_gap(
-            unwrap(method.student), view.image, points, labelled, "student", alpha=alpha,
+            unwrap(method.student),
+            view.image,
+            points,
+            labelled,
+            "student",
+            alpha=alpha,
             refine=refine,
         )
     stats |= batchnorm_gap(
-        method.teacher.module, view.image, points, labelled, "teacher", alpha=alpha,
+        method.teacher.module,
+        view.image,
+        points,
+        labelled,
+        "teacher",
+        alpha=alpha,
         refine=refine,
     )
     return stats

@@ -35,11 +35,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from posemum_aug.batchnorm import frozen_running_stats
 from posemum_aug.filters import confidence_weights, flip_consistency_weights, hard_targets
 from posemum_aug.heatmap import decode_heatmaps, render_heatmaps, warp_heatmaps
 from posemum_aug.keypoints import Skeleton, heatmap_matrix
 from posemum_aug.mix import MixHandle, PoseMUM
-from posemum_aug.teacher import EMANTeacher, linear_warmup_momentum
+from posemum_aug.teacher import (
+    EMANTeacher,
+    MomentumSchedule,
+    constant_momentum,
+    linear_warmup_momentum,
+)
 from posemum_aug.transforms import (
     JointCutout,
     RandomPoseAffine,
@@ -75,6 +81,17 @@ class MethodConfig:
         cutout_jitter: std of a box centre's offset in input pixels (SSHPE: 10 px).
         cutout_half_size: ``(low, high)`` integer half side in input pixels (SSHPE: 10-19).
         unsup_weight: weight of the unsupervised loss (SSHPE: 1).
+        burn_in: supervised-only steps at the start of a semi-supervised run; the teacher
+            copies the student during them (momentum 0) and averages from then on, as in
+            MUM's and Unbiased Teacher's burn-in (0: off, SSHPE).
+        unsup_ramp: steps after the burn-in over which the unsupervised weight rises
+            linearly from ``unsup_weight / unsup_ramp`` to ``unsup_weight`` (0: off).
+        hard_bn_stats: whether the student's pass on the unlabelled hard view updates its
+            BatchNorm running statistics (``"update"``, plain training mode) or only
+            normalises with the batch's (``"frozen"``,
+            :func:`~posemum_aug.batchnorm.frozen_running_stats`), so that the running
+            statistics, and an EMAN teacher's average of them, come from the clean
+            labelled views alone.
         teacher: ``"ema"`` (:class:`MeanTeacher`) or ``"eman"``
             (:class:`~posemum_aug.teacher.EMANTeacher`); ``None`` picks ``"ema"`` for
             ``consistency`` and ``"eman"`` otherwise.
@@ -115,6 +132,9 @@ class MethodConfig:
     cutout_jitter: float = 10.0
     cutout_half_size: tuple[int, int] = (10, 19)
     unsup_weight: float = 1.0
+    burn_in: int = 0
+    unsup_ramp: int = 0
+    hard_bn_stats: Literal["update", "frozen"] = "update"
     teacher: Literal["ema", "eman"] | None = None
     momentum: float = 0.999
     momentum_warmup: int = 0
@@ -327,16 +347,34 @@ def build_teacher(student: nn.Module, config: MethodConfig) -> Teacher:
     Returns:
         A :class:`MeanTeacher` or an :class:`~posemum_aug.teacher.EMANTeacher`.
     """
-    schedule = None
+    schedule: MomentumSchedule | None = None
     if config.momentum_warmup > 0:
         schedule = functools.partial(
             linear_warmup_momentum,
             warmup_steps=config.momentum_warmup,
             start=config.momentum_start,
         )
+    if config.burn_in > 0:
+        schedule = functools.partial(
+            burn_in_momentum, burn_in=config.burn_in, schedule=schedule or constant_momentum
+        )
     if config.teacher_kind == "ema":
         return MeanTeacher(student, config.momentum, schedule)
     return EMANTeacher(student, config.momentum, schedule)
+
+
+def burn_in_momentum(
+    step: int, momentum: float, *, burn_in: int, schedule: MomentumSchedule
+) -> float:
+    """Momentum 0 (the teacher copies the student) for ``burn_in`` steps, then ``schedule``
+    counted from the end of the burn-in.
+
+    Example:
+        >>> from posemum_aug.teacher import constant_momentum
+        >>> [burn_in_momentum(s, 0.99, burn_in=2, schedule=constant_momentum) for s in range(4)]
+        [0.0, 0.0, 0.99, 0.99]
+    """
+    return 0.0 if step < burn_in else schedule(step - burn_in, momentum)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -546,7 +584,11 @@ class SSHPEMethod:
             peaks, _ = decode_heatmaps(targets, refine=self.config.decode)
             hard_image = self.cutout(hard_image, peaks * stride, generator=self.generator).image
         hard = self.hard_affine(hard_image, heatmaps=targets, generator=self.generator)
-        with self._autocast():
+        frozen = self.config.hard_bn_stats == "frozen"
+        with (
+            self._autocast(),
+            frozen_running_stats(unwrap(self.student)) if frozen else nullcontext(),
+        ):
             pred = self.student(hard.image)
         return joint_mse(pred, cast(Tensor, hard.heatmaps), weights)
 
@@ -571,8 +613,21 @@ class SSHPEMethod:
             return {"loss": sup, "sup": sup}
         if unlabeled is None:
             raise ValueError(f"method {self.config.method!r} needs an unlabelled batch")
+        weight = self.unsup_weight
+        if weight == 0.0:  # burn-in: no unlabelled pass
+            return {"loss": sup, "sup": sup, "unsup": torch.zeros_like(sup)}
         unsup = self.unsupervised_loss(unlabeled["image"])
-        return {"loss": sup + self.config.unsup_weight * unsup, "sup": sup, "unsup": unsup}
+        return {"loss": sup + weight * unsup, "sup": sup, "unsup": unsup}
+
+    @property
+    def unsup_weight(self) -> float:
+        """The unsupervised weight of the coming step: 0 in the burn-in, then the ramp."""
+        config, step = self.config, self.teacher.step
+        if step < config.burn_in:
+            return 0.0
+        if config.unsup_ramp > 0:
+            return config.unsup_weight * min(1.0, (step - config.burn_in + 1) / config.unsup_ramp)
+        return config.unsup_weight
 
     def update_teacher(self) -> float:
         """One EMA step of the teacher after ``optimizer.step()``; returns the momentum."""
