@@ -79,7 +79,7 @@ ARMS = {
 FULL: dict[str, Any] = {
     "num_train": 2000,
     "num_val": 300,
-    "labeled": 100,
+    "labeled": 200,
     "steps": 3000,
     "eval_every": 500,
     "seeds": [0, 1, 2],

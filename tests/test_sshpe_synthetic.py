@@ -128,8 +128,11 @@ def test_output_is_valid_coco(tmp_path: Path) -> None:
     assert seen_v == {0, 1, 2}
 
 
-def _scenes(count: int, size: tuple[int, int] = (96, 128)) -> list[synthetic.Scene]:
-    return [sample_scene(np.random.default_rng(i), size, 1 + i % 3) for i in range(count)]
+def _scenes(
+    count: int, size: tuple[int, int] = (96, 128), style: synthetic.SceneStyle = synthetic.CLUTTERED
+) -> list[synthetic.Scene]:
+    """Scenes of the cluttered style by default: the one with hidden joints and back views."""
+    return [sample_scene(np.random.default_rng(i), size, 1 + i % 3, style) for i in range(count)]
 
 
 def test_joints_outside_the_image_are_v0() -> None:
@@ -222,6 +225,38 @@ def test_face_points_turned_away_are_hidden() -> None:
         ):
             labelled = ann.keypoints[:, 2] > 0
             assert (ann.keypoints[figure.facing_away & labelled, 2] == 1).all()
+
+
+def _hidden_share(style: synthetic.SceneStyle) -> float:
+    """Share of labelled limb joints (shoulders down) that are hidden (``v = 1``)."""
+    hidden, labelled = 0, 0
+    for scene in _scenes(40, style=style):
+        for ann in annotate_scene(scene, render_scene(scene)):
+            v = ann.keypoints[5:, 2]
+            labelled += int((v > 0).sum())
+            hidden += int((v == 1).sum())
+    return hidden / labelled
+
+
+def test_the_clean_style_hides_fewer_joints_behind_less() -> None:
+    """No occluders, overlaps or distractors: fewer layers, and the hidden joints are
+    mostly self-occlusion (an arm behind the torso), which both styles share."""
+    assert _hidden_share(synthetic.CLEAN) < 0.85 * _hidden_share(synthetic.CLUTTERED)
+    layers = {
+        name: np.mean([len(scene.layers) for scene in _scenes(20, style=style)])
+        for name, style in synthetic.STYLES.items()
+    }
+    assert layers["clean"] < layers["cluttered"] - 4
+
+
+def test_style_names_and_the_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="style must be one of"):
+        generate_synthetic_coco(tmp_path / "x", num_train=1, num_val=1, style="foggy")
+    paths = generate_synthetic_coco(
+        tmp_path / "c", num_train=2, num_val=1, style="cluttered", progress=False, workers=0
+    )
+    manifest = json.loads((paths.root / "manifest.json").read_text())
+    assert manifest["style"]["occluder_p"] == synthetic.CLUTTERED.occluder_p
 
 
 def test_both_views_and_occlusion_occur() -> None:

@@ -87,11 +87,12 @@ class MethodConfig:
         unsup_ramp: steps after the burn-in over which the unsupervised weight rises
             linearly from ``unsup_weight / unsup_ramp`` to ``unsup_weight`` (0: off).
         hard_bn_stats: whether the student's pass on the unlabelled hard view updates its
-            BatchNorm running statistics (``"update"``, plain training mode) or only
-            normalises with the batch's (``"frozen"``,
+            BatchNorm running statistics (``"update"``, plain training mode as in SSHPE
+            and EMAN) or only normalises with the batch's (``"frozen"``, the default,
             :func:`~posemum_aug.batchnorm.frozen_running_stats`), so that the running
             statistics, and an EMAN teacher's average of them, come from the clean
-            labelled views alone.
+            labelled views alone. With ``"update"`` an EMAN teacher's heatmaps are much
+            flatter than on batch statistics (see examples/README.md).
         teacher: ``"ema"`` (:class:`MeanTeacher`) or ``"eman"``
             (:class:`~posemum_aug.teacher.EMANTeacher`); ``None`` picks ``"ema"`` for
             ``consistency`` and ``"eman"`` otherwise.
@@ -134,7 +135,7 @@ class MethodConfig:
     unsup_weight: float = 1.0
     burn_in: int = 0
     unsup_ramp: int = 0
-    hard_bn_stats: Literal["update", "frozen"] = "update"
+    hard_bn_stats: Literal["update", "frozen"] = "frozen"
     teacher: Literal["ema", "eman"] | None = None
     momentum: float = 0.999
     momentum_warmup: int = 0

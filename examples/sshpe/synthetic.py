@@ -16,21 +16,22 @@ How a scene is made (:func:`sample_scene`):
 * **People** are articulated 3-D figures from a pose prior: a kinematic tree (pelvis,
   spine, neck, head, two arms, two legs) whose joint angles come from activity templates
   (standing, walking, running, reaching, waving, squatting, kicking, ...) plus noise,
-  clipped to joint-angle limits; body proportions, limb thickness, view (most people
-  roughly face the camera, one in ten takes any yaw, so turns sideways or shows its back;
-  some camera pitch), in-plane rotation (sometimes lying or upside down), scale and
-  position vary. Figures are projected orthographically and painted far to near. How
-  often the harder cases occur is set by the constants after :data:`DEFAULT_IMAGE_SIZE`.
+  clipped to joint-angle limits; body proportions, limb thickness, view (people roughly
+  face the camera; in the cluttered style one in ten takes any yaw, so turns sideways or
+  shows its back; some camera pitch), in-plane rotation (cluttered: sometimes lying or
+  upside down), scale and position vary. Figures are projected orthographically and
+  painted far to near. How often the harder cases occur is a :class:`SceneStyle`:
+  :data:`CLEAN` (the default) or :data:`CLUTTERED` (generator version 2's scenes).
 * **Left and right need context**: clothes are symmetric (both arms and legs share
   colour and texture). The cues are global: the face (eyes, nose, mouth) shows only from
   the front, hair covers the back of the head, an optional chest print is on the front of
   the shirt, feet point forward, and parts nearer the camera are slightly brighter.
 * **Texture and clutter**: limbs and clothes carry stripes, checks or blotches with
   cylinder shading; backgrounds are textured (blotches, stripes, checks, a floor);
-  random shapes and limb-like distractors (jointed capsules dressed like the people in
-  the image) fill the background.
-* **Occlusion**: occluders in front of people, other people and the figure's own body
-  hide joints. COCO's visibility flags follow from a render of which layer owns each
+  random shapes and (cluttered) limb-like distractors, jointed capsules dressed like the
+  people in the image, fill the background.
+* **Occlusion**: the figure's own body and, in the cluttered style, occluders in front
+  of people and other people hide joints. COCO's visibility flags follow from a render of which layer owns each
   pixel: ``v=2`` when the joint's pixel shows one of the joint's own body parts (and a
   face point faces the camera), ``v=1`` when it is hidden, ``v=0`` (with ``x = y = 0``)
   when it falls outside the image.
@@ -51,6 +52,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -71,12 +73,16 @@ from tqdm import tqdm
 from posemum_aug.keypoints import COCO_17
 
 __all__ = [
+    "CLEAN",
+    "CLUTTERED",
     "DEFAULT_IMAGE_SIZE",
+    "STYLES",
     "Layer",
     "PersonAnnotation",
     "Rendered",
     "Scene",
     "SceneFigure",
+    "SceneStyle",
     "SyntheticPaths",
     "annotate_scene",
     "coco_category",
@@ -88,7 +94,7 @@ __all__ = [
 Array = NDArray[np.floating[Any]]
 
 #: Bumped whenever the generator's output changes, so cached sets are rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 #: Default image size ``(H, W)``.
 DEFAULT_IMAGE_SIZE = (192, 256)
@@ -96,22 +102,61 @@ DEFAULT_IMAGE_SIZE = (192, 256)
 #: Probabilities of one, two and three people in an image.
 _PERSONS_PER_IMAGE = (0.45, 0.35, 0.20)
 
-# How hard the scenes are. Calibrated so that the README's CPU job (a ResNet-18 at width
-# 0.25 trained for a few hundred steps) measurably learns; with version 1's settings
-# (any yaw, 15% of people rolled, more clutter and noise) that job stayed at AP 0.000.
-#: Share of people roughly facing the camera, and their yaw std (radians); the rest take
-#: any yaw (side and back views).
-_FACING_P, _FACING_YAW_STD = 0.9, 0.5
-#: Share of near-upright people (roll std 0.15 rad); the rest roll up to +-1.8 rad.
-_UPRIGHT_P = 0.95
-#: Chance that a person is placed over another one (otherwise anywhere in the image).
-_OVERLAP_P = 0.2
-#: Background clutter: number of items (low, high exclusive), share of limb-like ones.
-_CLUTTER_COUNT, _DISTRACTOR_P = (2, 7), 0.25
-#: Chance that a person gets an occluder over one of its joints.
-_OCCLUDER_P = 0.4
-#: Range of the image noise std (8-bit levels).
-_NOISE_SIGMA = (1.0, 4.0)
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How hard the scenes are: views, roll, overlap, clutter, occluders, noise.
+
+    Attributes:
+        facing_p: share of people roughly facing the camera; the rest take any yaw
+            (side and back views).
+        facing_yaw_std: yaw std of the facing people, radians.
+        upright_p: share of near-upright people (roll std 0.15 rad); the rest roll up to
+            +-1.8 rad.
+        overlap_p: chance that a person is placed over another one (otherwise anywhere).
+        clutter_count: ``(low, high)`` background items, ``high`` exclusive.
+        distractor_p: share of limb-like items among them.
+        occluder_p: chance that a person gets an occluder over one of its joints.
+        noise_sigma: ``(low, high)`` range of the image noise std, 8-bit levels.
+    """
+
+    facing_p: float
+    facing_yaw_std: float
+    upright_p: float
+    overlap_p: float
+    clutter_count: tuple[int, int]
+    distractor_p: float
+    occluder_p: float
+    noise_sigma: tuple[float, float]
+
+
+#: The default: every person faces the camera roughly and stands upright, alone, in
+#: front of little clutter and no occluder. Chosen so that the benchmark's CPU budget
+#: (a ResNet-18 at width 0.25 trained for minutes from scratch) gets far enough for
+#: methods to differ; see examples/README.md for the calibration runs.
+CLEAN = SceneStyle(
+    facing_p=1.0,
+    facing_yaw_std=0.5,
+    upright_p=1.0,
+    overlap_p=0.0,
+    clutter_count=(0, 2),
+    distractor_p=0.0,
+    occluder_p=0.0,
+    noise_sigma=(1.0, 2.0),
+)
+#: Generator version 2's scenes: one person in ten at any yaw, 5 % rolled, overlapping
+#: people, limb-like distractors and occluders (hidden joints are common).
+CLUTTERED = SceneStyle(
+    facing_p=0.9,
+    facing_yaw_std=0.5,
+    upright_p=0.95,
+    overlap_p=0.2,
+    clutter_count=(2, 7),
+    distractor_p=0.25,
+    occluder_p=0.4,
+    noise_sigma=(1.0, 4.0),
+)
+STYLES = {"clean": CLEAN, "cluttered": CLUTTERED}
 
 _JPEG_QUALITY = 92
 _MANIFEST = "manifest.json"
@@ -830,11 +875,11 @@ class _Figure3D:
     head_rotation: Array  # head frame -> camera
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> _Figure3D:
+    def sample(cls, rng: np.random.Generator, style: SceneStyle) -> _Figure3D:
         body, pose = _Body.sample(rng), _sample_pose(rng)
         lean, side, twist = (math.radians(v) for v in pose["torso"])
-        frontal = rng.random() < _FACING_P
-        yaw = rng.normal(0, _FACING_YAW_STD) if frontal else rng.uniform(0, 2 * math.pi)
+        frontal = rng.random() < style.facing_p
+        yaw = rng.normal(0, style.facing_yaw_std) if frontal else rng.uniform(0, 2 * math.pi)
         view = _rot_x(math.radians(float(np.clip(rng.normal(0, 10), -25, 25)))) @ _rot_y(yaw)
         pelvis_rot = view @ _rot_y(0.3 * twist)
         upper = view @ _rot_y(twist) @ _rot_x(lean) @ _rot_z(side)
@@ -1088,14 +1133,18 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> list[Layer]:
 
 
 def _scenery(
-    rng: np.random.Generator, size: tuple[int, int], fabrics: Sequence[_Fabric], scale: float
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    fabrics: Sequence[_Fabric],
+    scale: float,
+    style: SceneStyle,
 ) -> list[Layer]:
     """Background clutter: random shapes and limb-like distractors in the people's fabrics."""
     height, width = size
     layers: list[Layer] = []
-    for _ in range(int(rng.integers(*_CLUTTER_COUNT))):
+    for _ in range(int(rng.integers(*style.clutter_count))):
         centre = rng.uniform([0, 0], [width, height])
-        if rng.random() < _DISTRACTOR_P:
+        if rng.random() < style.distractor_p:
             fabric = fabrics[int(rng.integers(len(fabrics)))]
             layers += _distractor(rng, centre, scale * rng.uniform(0.4, 0.9), fabric)
         else:
@@ -1109,12 +1158,13 @@ def _occluders(
     figures: Sequence[SceneFigure],
     fabrics: Sequence[_Fabric],
     scale: float,
+    style: SceneStyle,
 ) -> list[Layer]:
     """Things in front of people: for about half of them, a shape (or a distractor limb)
     over one of their joints."""
     layers: list[Layer] = []
     for figure in figures:
-        if rng.random() < _OCCLUDER_P:
+        if rng.random() < style.occluder_p:
             size = scale * rng.uniform(0.06, 0.2)
             centre = figure.keypoints[int(rng.integers(17))] + rng.normal(0, 0.3 * size, 2)
             if rng.random() < 0.2:
@@ -1132,13 +1182,14 @@ def _place(
     roll: float,
     size: tuple[int, int],
     others: Sequence[Array],
+    style: SceneStyle,
 ) -> Array:
     """The image offset of a figure: mostly inside the image, sometimes overlapping one of
     the ``others`` (their offsets); the pelvis always inside."""
     frame = np.array([size[1], size[0]], dtype=np.float64)
     flat = _project(joints, scale, roll, np.zeros(2))
     lo, hi = flat.min(0), flat.max(0)
-    if others and rng.random() < _OVERLAP_P:
+    if others and rng.random() < style.overlap_p:
         target = others[int(rng.integers(len(others)))] + rng.normal(0, 0.25 * scale, 2)
     else:
         margin = np.minimum((hi - lo) * 0.4, frame * 0.45)
@@ -1163,13 +1214,19 @@ def _scene_figure(figure: _Figure3D, scale: float, roll: float, offset: Array) -
     )
 
 
-def sample_scene(rng: np.random.Generator, image_size: tuple[int, int], num_persons: int) -> Scene:
+def sample_scene(
+    rng: np.random.Generator,
+    image_size: tuple[int, int],
+    num_persons: int,
+    style: SceneStyle = CLEAN,
+) -> Scene:
     """Sample one image's people, scenery, occluders and noise.
 
     Args:
         rng: the random source (consumed).
         image_size: ``(H, W)``.
         num_persons: people in the image (each keeps its pelvis inside the image).
+        style: how hard the scene is (:data:`CLEAN`, :data:`CLUTTERED` or your own).
 
     Returns:
         The scene; render it with :func:`render_scene`, label it with
@@ -1182,11 +1239,11 @@ def sample_scene(rng: np.random.Generator, image_size: tuple[int, int], num_pers
     fabrics: list[_Fabric] = []
     offsets: list[Array] = []
     for owner in range(num_persons):
-        figure, outfit = _Figure3D.sample(rng), _Outfit.sample(rng)
+        figure, outfit = _Figure3D.sample(rng, style), _Outfit.sample(rng)
         fabrics += [outfit.top, outfit.bottom]
-        roll = rng.normal(0, 0.15) if rng.random() < _UPRIGHT_P else rng.uniform(-1.8, 1.8)
+        roll = rng.normal(0, 0.15) if rng.random() < style.upright_p else rng.uniform(-1.8, 1.8)
         scale = person_scale * rng.uniform(0.4, 0.95)
-        offset = _place(rng, figure.joints, scale, roll, image_size, offsets)
+        offset = _place(rng, figure.joints, scale, roll, image_size, offsets, style)
         offsets.append(offset)
         by_depth = _figure_layers(rng, figure, outfit, owner, scale, roll, offset)
         figures.append(_scene_figure(figure, scale, roll, offset))
@@ -1196,15 +1253,15 @@ def sample_scene(rng: np.random.Generator, image_size: tuple[int, int], num_pers
     people = [layer for _, layers in sorted(painted, key=lambda t: t[0]) for layer in layers]
     layers = (
         _background(rng, image_size)
-        + _scenery(rng, image_size, fabrics, person_scale)
+        + _scenery(rng, image_size, fabrics, person_scale, style)
         + people
-        + _occluders(rng, figures, fabrics, person_scale)
+        + _occluders(rng, figures, fabrics, person_scale, style)
     )
     return Scene(
         image_size,
         tuple(layers),
         tuple(figures),
-        noise_sigma=float(rng.uniform(*_NOISE_SIGMA)),
+        noise_sigma=float(rng.uniform(*style.noise_sigma)),
         noise_seed=int(rng.integers(2**63)),
     )
 
@@ -1265,6 +1322,7 @@ class _ImageTask:
     num_persons: int
     image_size: tuple[int, int]
     seed: int
+    style: SceneStyle
 
     @property
     def file_name(self) -> str:
@@ -1274,7 +1332,7 @@ class _ImageTask:
 def _make_image(task: _ImageTask) -> list[PersonAnnotation]:
     """Render, save and annotate one image (runs in a worker process)."""
     rng, _ = _image_rng(task.seed, task.split, task.index)
-    scene = sample_scene(rng, task.image_size, task.num_persons)
+    scene = sample_scene(rng, task.image_size, task.num_persons, task.style)
     rendered = render_scene(scene)
     Image.fromarray(rendered.image).save(task.images_dir / task.file_name, quality=_JPEG_QUALITY)
     return annotate_scene(scene, rendered)
@@ -1339,6 +1397,7 @@ def generate_synthetic_coco(
     num_val: int,
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
+    style: SceneStyle | str = "clean",
     progress: bool = True,
     workers: int | None = None,
 ) -> SyntheticPaths:
@@ -1359,6 +1418,8 @@ def generate_synthetic_coco(
         num_val: people in the validation split, >= 1.
         image_size: ``(H, W)`` of every image, each >= 32.
         seed: the random seed.
+        style: how hard the scenes are: a :class:`SceneStyle` or the name of one in
+            :data:`STYLES` (``"clean"``, the default, or ``"cluttered"``).
         progress: show a tqdm bar while generating.
         workers: processes rendering images in parallel; ``None`` uses the usable CPUs
             (at most 8), 0 or 1 renders in this process. The output does not depend on it.
@@ -1367,8 +1428,8 @@ def generate_synthetic_coco(
         The folder, image folder and both annotation files.
 
     Raises:
-        ValueError: on bad counts or size, or if ``root`` is a non-empty folder that this
-            function did not make.
+        ValueError: on bad counts or size, an unknown style name, or if ``root`` is a
+            non-empty folder that this function did not make.
 
     Example:
         >>> import tempfile
@@ -1387,6 +1448,12 @@ def generate_synthetic_coco(
     if len(size) != 2 or min(size) < 32:
         raise ValueError(f"image_size must be (H, W) with both >= 32, got {image_size!r}")
     height, width = size
+    if isinstance(style, str):
+        if style not in STYLES:
+            raise ValueError(
+                f"style must be one of {sorted(STYLES)} or a SceneStyle, got {style!r}"
+            )
+        style = STYLES[style]
     root = Path(root)
     paths = SyntheticPaths(
         root,
@@ -1400,6 +1467,7 @@ def generate_synthetic_coco(
         "num_val": num_val,
         "image_size": [height, width],
         "seed": int(seed),
+        "style": json.loads(json.dumps(dataclasses.asdict(style))),
     }
     if _read_manifest(root) == params:
         return paths
@@ -1413,7 +1481,7 @@ def generate_synthetic_coco(
     try:
         (tmp / "images").mkdir()
         tasks = [
-            _ImageTask(tmp / "images", split, index, count, (height, width), int(seed))
+            _ImageTask(tmp / "images", split, index, count, (height, width), int(seed), style)
             for split, total in zip(_SPLITS, (num_train, num_val), strict=True)
             for index, count in enumerate(_plan_split(int(seed), split, total))
         ]
