@@ -311,13 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(
         ["python", "benchmarks/ssl_synthetic.py", *(argv if argv is not None else sys.argv[1:])]
     )
+    meta = metadata()  # the code the runs start with, whatever is committed meanwhile
     runs: list[dict[str, Any]] = []
     # seed-major, so that a benchmark stopped early has every arm's first seeds
     for seed in sorted({*budget["seeds"], *budget["ablation_seeds"]}):
         for arm in args.arms:
             if seed in (budget["ablation_seeds"] if ARMS[arm].ablation else budget["seeds"]):
                 runs.append(run_arm(arm, seed, common, budget, args.work / "runs"))
-                write_record(args.record, budget, command, runs)
+                write_record(args.record, meta, budget, command, runs)
     record = json.loads(args.record.read_text())
     png = args.record.with_suffix(".png")
     plot(record, png)

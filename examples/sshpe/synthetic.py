@@ -31,8 +31,8 @@ How a scene is made (:func:`sample_scene`):
   random shapes and (cluttered) limb-like distractors, jointed capsules dressed like the
   people in the image, fill the background.
 * **Occlusion**: the figure's own body and, in the cluttered style, occluders in front
-  of people and other people hide joints. COCO's visibility flags follow from a render of which layer owns each
-  pixel: ``v=2`` when the joint's pixel shows one of the joint's own body parts (and a
+  of people and other people hide joints. COCO's visibility flags follow from a render
+  of which layer owns each pixel: ``v=2`` when the joint's pixel shows one of the joint's own body parts (and a
   face point faces the camera), ``v=1`` when it is hidden, ``v=0`` (with ``x = y = 0``)
   when it falls outside the image.
 
