@@ -109,6 +109,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, for CI")
     parser.add_argument("--table", action="store_true", help="print the record's table only")
+    parser.add_argument(
+        "--plot-calibration",
+        type=Path,
+        default=None,
+        metavar="RECORD",
+        help="plot a calibration record (records/ssl_calibration.json) beside it, and exit",
+    )
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="every arm's seeds")
     parser.add_argument("--steps", type=int, default=None, help="steps per run")
@@ -273,6 +280,26 @@ def plot(record: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_calibration(record: dict[str, Any], path: Path) -> None:
+    """Validation AP against steps of every run of the calibration record (README)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for run in record["runs"]:
+        steps = [p[0] for p in run["curve"]]
+        ax.plot(steps, [p[1] for p in run["curve"]], marker="o", markersize=3, label=run["what"])
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel("validation AP (student)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("calibration runs on the clean synthetic set, seed 0", fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _nan(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -280,6 +307,11 @@ def _nan(value: float | None) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run (or read back) every arm and seed, write the record and the plot, print the table."""
     args = parse_args(argv)
+    if args.plot_calibration is not None:
+        png = args.plot_calibration.with_suffix(".png")
+        plot_calibration(json.loads(args.plot_calibration.read_text()), png)
+        print(f"wrote {png}")
+        return 0
     if args.table:
         print(table(json.loads(args.record.read_text())))
         return 0

@@ -32,9 +32,9 @@ How a scene is made (:func:`sample_scene`):
   people in the image, fill the background.
 * **Occlusion**: the figure's own body and, in the cluttered style, occluders in front
   of people and other people hide joints. COCO's visibility flags follow from a render
-  of which layer owns each pixel: ``v=2`` when the joint's pixel shows one of the joint's own body parts (and a
-  face point faces the camera), ``v=1`` when it is hidden, ``v=0`` (with ``x = y = 0``)
-  when it falls outside the image.
+  of which layer owns each pixel: ``v=2`` when the joint's pixel shows one of the
+  joint's own body parts (and a face point faces the camera), ``v=1`` when it is hidden,
+  ``v=0`` (with ``x = y = 0``) when it falls outside the image.
 
 Shapes are signed-distance functions rendered with numpy at one sample per pixel with
 analytic anti-aliasing (coverage ``clip(0.5 - distance, 0, 1)``), so points are exact
