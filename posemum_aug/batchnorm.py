@@ -39,7 +39,7 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
 
     Example:
         >>> import torch
-        >>> bn = nn.BatchNorm1d(2)
+        >>> bn = torch.nn.BatchNorm1d(2)
         >>> with frozen_running_stats(bn):
         ...     out = bn(torch.tensor([[0.0, 1.0], [2.0, 5.0]]))
         >>> out
