@@ -206,12 +206,16 @@ def run_arm(
 
 
 def write_record(
-    path: Path, budget: dict[str, Any], command: str, runs: list[dict[str, Any]]
+    path: Path,
+    meta: dict[str, Any],
+    budget: dict[str, Any],
+    command: str,
+    runs: list[dict[str, Any]],
 ) -> None:
     """The record: metadata, the command, the budget, every run, the summary."""
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "meta": metadata(),
+        "meta": meta,
         "command": command,
         "budget": budget,
         "summary": summarize(runs),
