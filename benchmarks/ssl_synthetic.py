@@ -227,7 +227,7 @@ def write_record(
 def table(record: dict[str, Any]) -> str:
     """The README's markdown table of a record."""
     lines = [
-        "| arm | seeds | student AP | teacher AP | student AP50 | min/run |",
+        "| arm | seeds | student AP (mean +- std) | teacher AP | student AP50 | min/run |",
         "|---|---|---|---|---|---|",
     ]
     for arm, row in record["summary"].items():
@@ -237,6 +237,38 @@ def table(record: dict[str, Any]) -> str:
             f"| {row['seconds_mean'] / 60:.1f} |"
         )
     return "\n".join(lines)
+
+
+def goals(summary: dict[str, dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The benchmark's goals, each with whether the record meets it (arms it needs only)."""
+    out = []
+    ap = {arm: row["AP_mean"] for arm, row in summary.items()}
+    if "supervised_all" in ap:
+        out.append(
+            (f"supervised_all {ap['supervised_all']:.3f} >= 0.50", ap["supervised_all"] >= 0.5)
+        )
+    if {"supervised_few", "supervised_all"} <= ap.keys():
+        bound = 0.67 * ap["supervised_all"]
+        out.append(
+            (
+                f"supervised_few {ap['supervised_few']:.3f} <= 0.67 x supervised_all = {bound:.3f}",
+                ap["supervised_few"] <= bound,
+            )
+        )
+    if {"supervised_few", "consistency"} <= ap.keys():
+        pooled = math.sqrt(
+            (summary["consistency"]["AP_std"] ** 2 + summary["supervised_few"]["AP_std"] ** 2) / 2
+        )
+        gain, need = ap["consistency"] - ap["supervised_few"], max(0.02, 2 * pooled)
+        out.append((f"consistency - supervised_few = {gain:.3f} >= {need:.3f}", gain >= need))
+    if {"posemum", "consistency"} <= ap.keys():
+        out.append(
+            (
+                f"posemum {ap['posemum']:.3f} >= consistency {ap['consistency']:.3f}",
+                ap["posemum"] >= ap["consistency"],
+            )
+        )
+    return out
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -317,7 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {png}")
         return 0
     if args.table:
-        print(table(json.loads(args.record.read_text())))
+        record = json.loads(args.record.read_text())
+        print(table(record))
+        for text, met in goals(record["summary"]):
+            print(f"{'met' if met else 'NOT met'}: {text}")
         return 0
     budget = dict(QUICK if args.quick else FULL)
     for key in ("steps", "labeled"):
