@@ -13,5 +13,11 @@ EXAMPLES = ROOT / "examples"
 DATA = ROOT.parent / "shared" / "data"
 OCHUMAN = DATA / "ochuman-mini" / "test_ochuman.json"
 CROWDPOSE = DATA / "crowdpose-mini" / "test_crowdpose.json"
+#: Marks a test that reads ``DATA``: skipped, with the reason, on a clone that has no
+#: ``../shared`` beside it (every user's clone); CI has it and runs them.
+needs_shared_data = pytest.mark.skipif(
+    not DATA.is_dir(),
+    reason=f"needs the real COCO-format sets in {DATA} (../shared/data), absent beside this clone",
+)
 #: Both real annotation files, as pytest parameters.
 REAL = [pytest.param(OCHUMAN, id="ochuman"), pytest.param(CROWDPOSE, id="crowdpose")]

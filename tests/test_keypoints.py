@@ -24,7 +24,7 @@ from posemum_aug.keypoints import (
     invert_affine,
     visible_in_frame,
 )
-from tests.paths import CROWDPOSE, OCHUMAN
+from tests.paths import CROWDPOSE, OCHUMAN, needs_shared_data
 from tests.strategies import DEVICES, generator, seeds
 
 REAL_FILES = {"ochuman": OCHUMAN, "crowdpose": CROWDPOSE}
@@ -77,6 +77,7 @@ def test_builtin_flip_pairs() -> None:
             assert a == b or a.replace("left", "right") == b or a.replace("right", "left") == b
 
 
+@needs_shared_data
 def test_skeletons_from_real_files() -> None:
     ochuman, _, _ = load_category_and_keypoints("ochuman")
     crowd, _, _ = load_category_and_keypoints("crowdpose")
@@ -196,6 +197,7 @@ def test_flip_keypoints_example_and_errors() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(REAL_FILES))
+@needs_shared_data
 def test_flip_real_keypoints_swaps_left_and_right(name: str) -> None:
     category, kpts, widths = load_category_and_keypoints(name)
     sk = Skeleton.from_coco_category(category)

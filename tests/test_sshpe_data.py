@@ -34,7 +34,7 @@ from torch.utils.data import default_collate
 
 from posemum_aug.heatmap import render_heatmaps
 from posemum_aug.keypoints import COCO_17, CROWDPOSE_14, affine_keypoints
-from tests.paths import CROWDPOSE, OCHUMAN, REAL
+from tests.paths import CROWDPOSE, OCHUMAN, REAL, needs_shared_data
 from tests.strategies import generator, seeds
 
 # ------------------------------------------------------------------------- geometry
@@ -141,6 +141,7 @@ def test_crop_image_rejects_bad_matrix() -> None:
 @pytest.mark.parametrize(
     ("ann_file", "builtin"), [(OCHUMAN, COCO_17), (CROWDPOSE, CROWDPOSE_14)], ids=["coco", "crowd"]
 )
+@needs_shared_data
 def test_skeleton_comes_from_the_file(ann_file: Path, builtin: object) -> None:
     persons = load_coco_persons(ann_file)
     assert persons.skeleton == builtin
@@ -148,6 +149,7 @@ def test_skeleton_comes_from_the_file(ann_file: Path, builtin: object) -> None:
     assert all(p.keypoints.shape == (persons.skeleton.num_joints, 3) for p in persons.instances)
 
 
+@needs_shared_data
 def test_crowdpose_flip_pairs_follow_names() -> None:
     sk = load_coco_persons(CROWDPOSE).skeleton
     for k, name in enumerate(sk.names):
@@ -155,6 +157,7 @@ def test_crowdpose_flip_pairs_follow_names() -> None:
         assert partner == name.replace("left", "#").replace("right", "left").replace("#", "right")
 
 
+@needs_shared_data
 def test_labelled_split_is_first_instances_with_keypoints_in_file_order() -> None:
     persons = load_coco_persons(CROWDPOSE)
     raw = json.loads(CROWDPOSE.read_text())["annotations"]
@@ -168,6 +171,7 @@ def test_labelled_split_is_first_instances_with_keypoints_in_file_order() -> Non
         labelled_instances(persons, 0)
 
 
+@needs_shared_data
 def test_unlabelled_split_keeps_all_boxes_and_can_exclude() -> None:
     persons = load_coco_persons(CROWDPOSE)
     everyone = unlabelled_instances(persons)
@@ -185,6 +189,7 @@ def _write(tmp_path: Path, name: str, data: dict[str, object]) -> Path:
     return path
 
 
+@needs_shared_data
 def test_crowd_and_degenerate_boxes_are_skipped(tmp_path: Path) -> None:
     data = json.loads(OCHUMAN.read_text())
     anns = data["annotations"]
@@ -196,6 +201,7 @@ def test_crowd_and_degenerate_boxes_are_skipped(tmp_path: Path) -> None:
     assert persons.instances[0].bbox == (0.0, 0.0, 50.0, 60.0)
 
 
+@needs_shared_data
 def test_a_box_only_file_loads_as_unlabelled_data_with_a_given_skeleton(tmp_path: Path) -> None:
     data = json.loads(OCHUMAN.read_text())
     data["categories"] = [{"id": 1, "name": "person", "supercategory": "person"}]
@@ -210,6 +216,7 @@ def test_a_box_only_file_loads_as_unlabelled_data_with_a_given_skeleton(tmp_path
     assert evaluation_instances(persons) == ()
 
 
+@needs_shared_data
 def test_bad_files_give_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not found"):
         load_coco_persons(tmp_path / "missing.json")
@@ -241,6 +248,7 @@ BREAKS: dict[str, Callable[[dict[str, Any]], object]] = {
 
 
 @pytest.mark.parametrize("how", BREAKS)
+@needs_shared_data
 def test_malformed_annotations_raise_value_error_naming_the_entry(tmp_path: Path, how: str) -> None:
     data = json.loads(OCHUMAN.read_text())
     BREAKS[how](data)
@@ -252,6 +260,7 @@ def test_malformed_annotations_raise_value_error_naming_the_entry(tmp_path: Path
 
 
 @pytest.mark.parametrize("ann_file", REAL)
+@needs_shared_data
 def test_dataset_crops_and_targets_on_real_files(ann_file: Path) -> None:
     persons = load_coco_persons(ann_file)
     instances = evaluation_instances(persons)
@@ -287,6 +296,7 @@ def test_dataset_crops_and_targets_on_real_files(ann_file: Path) -> None:
 
 
 @pytest.mark.parametrize("ann_file", REAL)
+@needs_shared_data
 def test_training_targets_of_real_crops_peak_at_the_keypoints(ann_file: Path) -> None:
     """The supervised targets of a batch of real crops (256 x 192, stride 4, sigma 2): one
     Gaussian per labelled joint in the frame, peaking on the keypoint's heatmap pixel."""
@@ -318,6 +328,7 @@ def test_training_targets_of_real_crops_peak_at_the_keypoints(ann_file: Path) ->
     assert torch.equal(peak.float(), heat[inside].round())
 
 
+@needs_shared_data
 def test_dataset_image_matches_a_direct_crop() -> None:
     persons = load_coco_persons(OCHUMAN)
     size = (64, 48)
@@ -335,6 +346,7 @@ def test_dataset_image_matches_a_direct_crop() -> None:
     torch.testing.assert_close(sample["image"][:, 20, 10], (pixel - mean) / std)
 
 
+@needs_shared_data
 def test_samples_collate_into_batches() -> None:
     persons = load_coco_persons(CROWDPOSE)
     dataset = TopDownDataset(persons.instances, CROWDPOSE.parent, (32, 24), 14)
@@ -345,6 +357,7 @@ def test_samples_collate_into_batches() -> None:
     assert batch["box_score"].dtype == torch.float64
 
 
+@needs_shared_data
 def test_image_cache_is_lru_and_empties_when_pickled() -> None:
     cache = _ImageCache(capacity=1)
     files = sorted(OCHUMAN.parent.glob("*.jpg"))

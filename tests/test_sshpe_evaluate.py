@@ -23,7 +23,7 @@ from sshpe.evaluate import (
 )
 
 from posemum_aug.keypoints import Skeleton
-from tests.paths import CROWDPOSE, OCHUMAN, REAL
+from tests.paths import CROWDPOSE, OCHUMAN, REAL, needs_shared_data
 from tests.strategies import generator, seeds
 
 
@@ -53,6 +53,7 @@ def _ground_truth_results(
 
 
 @pytest.mark.parametrize("ann_file", REAL)
+@needs_shared_data
 def test_ground_truth_scores_ap_one(ann_file: Path) -> None:
     stats = evaluate_keypoints(_ground_truth_results(ann_file), ann_file)
     assert set(stats) == set(STAT_NAMES)
@@ -61,6 +62,7 @@ def test_ground_truth_scores_ap_one(ann_file: Path) -> None:
 
 
 @pytest.mark.parametrize("ann_file", REAL)
+@needs_shared_data
 def test_perturbed_predictions_score_lower(ann_file: Path) -> None:
     aps = [
         evaluate_keypoints(_ground_truth_results(ann_file, noise), ann_file)["AP"]
@@ -70,6 +72,7 @@ def test_perturbed_predictions_score_lower(ann_file: Path) -> None:
     assert aps[0] > aps[1] > aps[2]
 
 
+@needs_shared_data
 def test_skeleton_sigmas_are_used() -> None:
     """CrowdPose-14 is scored with its own 14 sigmas; larger sigmas forgive more."""
     results = _ground_truth_results(CROWDPOSE, noise=0.1)
@@ -78,6 +81,7 @@ def test_skeleton_sigmas_are_used() -> None:
     assert lenient == pytest.approx(1.0) and default < lenient
 
 
+@needs_shared_data
 def test_missing_area_is_the_box_area(tmp_path: Path) -> None:
     # CrowdPose annotations carry no "area"; OKS then uses the box area. Writing that
     # area explicitly must not change the result.
@@ -91,10 +95,12 @@ def test_missing_area_is_the_box_area(tmp_path: Path) -> None:
     assert evaluate_keypoints(results, CROWDPOSE) == evaluate_keypoints(results, explicit)
 
 
+@needs_shared_data
 def test_empty_results_score_zero() -> None:
     assert evaluate_keypoints([], OCHUMAN) == dict.fromkeys(STAT_NAMES, 0.0)
 
 
+@needs_shared_data
 def test_results_are_not_modified_and_nothing_is_printed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -107,6 +113,7 @@ def test_results_are_not_modified_and_nothing_is_printed(
     assert "Average Precision" in capsys.readouterr().out
 
 
+@needs_shared_data
 def test_bad_inputs_raise_value_error(tmp_path: Path) -> None:
     results = _ground_truth_results(OCHUMAN)
     with pytest.raises(ValueError, match="not in"):
@@ -241,6 +248,7 @@ def test_make_results_round_trip() -> None:
 
 
 @pytest.mark.parametrize("ann_file", REAL)
+@needs_shared_data
 def test_protocol_on_ground_truth_with_duplicates(ann_file: Path) -> None:
     data = json.loads(ann_file.read_text())
     skeleton = Skeleton.from_coco_category(data["categories"][0])
