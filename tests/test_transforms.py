@@ -36,7 +36,7 @@ from posemum_aug.transforms import (
     sample_pose_flip,
     warp_images,
 )
-from tests.paths import CROWDPOSE, OCHUMAN
+from tests.paths import CROWDPOSE, OCHUMAN, needs_shared_data
 from tests.strategies import DEVICES, generator, seeds
 
 SKELETONS = st.sampled_from([COCO_17, CROWDPOSE_14])
@@ -447,6 +447,7 @@ def test_presets_match_sshpe_views() -> None:
     assert "rotation_p=0.8" in repr(hard)
 
 
+@needs_shared_data
 def test_real_annotations_swap_left_and_right_under_flip() -> None:
     for path in (CROWDPOSE, OCHUMAN):
         data: dict[str, Any] = json.loads(path.read_text())
