@@ -239,6 +239,39 @@ def table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def diagnostics_table(record: dict[str, Any]) -> str:
+    """Per semi-supervised arm, the pseudo-label diagnostics averaged over the last third
+    of every run and over its seeds: PCK of the teacher's targets (all, per group), their
+    mean peak, and the student's mean peak with BatchNorm on running and batch statistics."""
+    keys = {
+        "PCK": "pseudo_pck",
+        "head": "pseudo_pck_head",
+        "arms": "pseudo_pck_arms",
+        "legs": "pseudo_pck_legs",
+        "target peak": "pseudo_peak",
+        "student peak, running stats": "pseudo_student_peak_eval",
+        "student peak, batch stats": "pseudo_student_peak_batch",
+    }
+    lines = ["| arm | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    steps = record["budget"]["steps"]
+    for arm in record["summary"]:
+        late = [
+            p
+            for r in record["runs"]
+            if r["arm"] == arm
+            for p in r["pseudo"]
+            if p["step"] > 2 * steps / 3
+        ]
+        if not late:
+            continue
+        cells = []
+        for key in keys.values():
+            values = [p[key] for p in late if p.get(key) is not None]
+            cells.append(f"{statistics.fmean(values):.3f}" if values else "-")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def goals(summary: dict[str, dict[str, Any]]) -> list[tuple[str, bool]]:
     """The benchmark's goals, each with whether the record meets it (arms it needs only)."""
     out = []
@@ -351,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.table:
         record = json.loads(args.record.read_text())
         print(table(record))
+        print()
+        print(diagnostics_table(record))
+        print()
         for text, met in goals(record["summary"]):
             print(f"{'met' if met else 'NOT met'}: {text}")
         return 0
