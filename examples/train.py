@@ -94,7 +94,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_size": 16,
         "unlabeled_batch_size": 16,
         "lr": 3e-3,
-        "steps": 1000,
+        "steps": 1500,
         # SSHPE's 2 heatmap px rather than the 1 that scaling to 128 px would give: the
         # value every synthetic run in examples/README.md was trained with
         "sigma": 2.0,
