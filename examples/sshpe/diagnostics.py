@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from posemum_aug.batchnorm import frozen_running_stats
 from posemum_aug.heatmap import decode_heatmaps
 from posemum_aug.keypoints import affine_keypoints, visible_in_frame
 from sshpe.methods import SSHPEMethod, unwrap
@@ -224,8 +225,8 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
     """Run ``model``'s BatchNorm on batch statistics, leaving every buffer as it was.
 
     Inside, every BatchNorm layer is in train mode (normalising with the statistics of
-    the batch it sees); on exit the running statistics, batch counters and modes are
-    restored, so a diagnostic forward pass changes nothing.
+    the batch it sees) and writes nothing (:func:`~posemum_aug.frozen_running_stats`);
+    on exit the layers' modes are restored, so a diagnostic forward pass changes nothing.
 
     Args:
         model: any module.
@@ -238,20 +239,15 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
         (False, 0.0, 0)
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [
-        (m, m.training, {k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None})
-        for m in norms
-    ]
+    modes = [m.training for m in norms]
     try:
-        for m in norms:
-            m.train()
-        yield
+        with frozen_running_stats(model):
+            for m in norms:
+                m.train()
+            yield
     finally:
-        with torch.no_grad():
-            for m, mode, buffers in saved:
-                for name, value in buffers.items():
-                    getattr(m, name).copy_(value)
-                m.train(mode)
+        for m, mode in zip(norms, modes, strict=True):
+            m.train(mode)
 
 
 def step_diagnostics(
