@@ -486,14 +486,17 @@ def check_args(args: argparse.Namespace) -> None:
         "--stop-after": args.stop_after,
         "--mix-group": args.mix_group,
     }
-    for flag, count in {"--burn-in": args.burn_in, "--unsup-ramp": args.unsup_ramp}.items():
+    off_at_zero = {
+        "--burn-in": args.burn_in,
+        "--unsup-ramp": args.unsup_ramp,
+        "--pseudo-every": args.pseudo_every,
+    }
+    for flag, count in off_at_zero.items():
         if count < 0:
             raise UsageError(f"{flag} must be >= 0 (0 = off), got {count}")
     for flag, value in positive.items():
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
-    if args.pseudo_every < 0:
-        raise UsageError(f"--pseudo-every must be >= 0 (0 = off), got {args.pseudo_every}")
     if args.epochs is not None and not args.epochs > 0:
         raise UsageError(f"--epochs must be > 0, got {args.epochs}")
     if args.labeled is not None and args.labeled < 0:

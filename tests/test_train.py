@@ -152,6 +152,8 @@ def _bad_ann(tmp_path: Path) -> Path:
         (["--images", "{tmp}", "--train-ann", "{bad}", "--val-ann", "{bad}"],
          "--steps or --epochs"),
         (["--steps", "3", "--epochs", "2"], "not both"),
+        (["--burn-in", "-1"], "--burn-in must be >= 0"),
+        (["--pseudo-every", "-5"], "--pseudo-every must be >= 0"),
     ],
 )  # fmt: skip
 def test_bad_inputs_give_one_error_line(
@@ -265,3 +267,19 @@ def test_ignored_labels_never_reach_a_loss(data: list[str], tmp_path: Path) -> N
     for name, tensor in a["student"].items():
         assert torch.equal(tensor, b["student"][name]), name
     assert (outs["true"] / "curves.png").stat().st_size > 0
+
+
+def test_burn_in_then_ramped_unsupervised_weight(data: list[str], tmp_path: Path) -> None:
+    """Two supervised-only steps while the teacher copies the student (momentum 0), then
+    the unsupervised weight rises 1/2, 1 over a 2-step ramp and the momentum is the base."""
+    out = tmp_path / "burn"
+    args = [
+        *data, *TINY, "--method", "consistency", "--steps", "4", "--log-every", "1",
+        "--burn-in", "2", "--unsup-ramp", "2", "--ema-momentum", "0.9", "--out", str(out),
+    ]  # fmt: skip
+    assert _run(args) == 0
+    lines = [r for r in _metrics(out) if "loss" in r]
+    assert [r["momentum"] for r in lines] == [0.0, 0.0, 0.9, 0.9]
+    assert [r["unsup"] for r in lines[:2]] == [0.0, 0.0] and lines[2]["unsup"] > 0
+    for r, weight in zip(lines, [0.0, 0.0, 0.5, 1.0], strict=True):
+        assert r["loss"] == pytest.approx(r["sup"] + weight * r["unsup"], abs=2e-7)

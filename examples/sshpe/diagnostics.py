@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from posemum_aug.batchnorm import frozen_running_stats
 from posemum_aug.heatmap import decode_heatmaps
 from posemum_aug.keypoints import affine_keypoints, visible_in_frame
-from sshpe.methods import SSHPEMethod, unwrap
+from sshpe.methods import SSHPEMethod, swap_sides, unwrap
 
 #: Joint groups by name fragment, first match wins; joints matching none are ``"other"``.
 _GROUP_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -86,11 +86,7 @@ def keypoints_in_view(
     """
     points = affine_keypoints(keypoints.double(), matrix.double()).to(keypoints.dtype)
     inside = visible_in_frame(points, visibility, size) > 0
-    index = torch.as_tensor(flip_index, device=keypoints.device)
-    swap = flipped.to(keypoints.device)
-    points = torch.where(swap[:, None, None], points.index_select(1, index), points)
-    inside = torch.where(swap[:, None], inside.index_select(1, index), inside)
-    return points, inside
+    return swap_sides(points, flipped, flip_index), swap_sides(inside, flipped, flip_index)
 
 
 def _mean(values: Tensor, mask: Tensor) -> float:

@@ -615,7 +615,7 @@ class SSHPEMethod:
         if unlabeled is None:
             raise ValueError(f"method {self.config.method!r} needs an unlabelled batch")
         weight = self.unsup_weight
-        if weight == 0.0:  # burn-in: no unlabelled pass
+        if weight == 0.0:  # burn-in (or a zero weight): no unlabelled pass
             return {"loss": sup, "sup": sup, "unsup": torch.zeros_like(sup)}
         unsup = self.unsupervised_loss(unlabeled["image"])
         return {"loss": sup + weight * unsup, "sup": sup, "unsup": unsup}
