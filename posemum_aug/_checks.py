@@ -72,3 +72,10 @@ def check_flip_index(flip_index: Sequence[int], joints: int | None = None) -> tu
     if joints is not None and len(index) != joints:
         raise ValueError(f"flip_index has {len(index)} entries for {joints} joints")
     return index
+
+
+def check_non_negative_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an integer >= 0, else raise ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return value

@@ -13,8 +13,12 @@ any resolution: the input image, every feature map of a backbone, every HRNet br
 
 from __future__ import annotations
 
+import functools
+import inspect
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar, cast, overload
 
@@ -23,6 +27,7 @@ from torch import Tensor, nn
 
 from posemum_aug._checks import (
     check_min_dims,
+    check_non_negative_int,
     check_pair,
     check_positive_int,
     check_probability,
@@ -104,8 +109,8 @@ class TilePlan:
             raise ValueError(f"source must have shape (B, Th, Tw), got {tuple(source.shape)}")
         if source.dtype.is_floating_point or source.dtype.is_complex or source.dtype == torch.bool:
             raise ValueError(f"source must be an integer tensor, got dtype {source.dtype}")
-        if 0 in source.shape:
-            raise ValueError(f"source must be non-empty, got shape {tuple(source.shape)}")
+        if 0 in source.shape[1:]:
+            raise ValueError(f"source must have a grid of >= 1 tiles, got {tuple(source.shape)}")
         source = source.long()
         expected = torch.arange(source.shape[0], device=source.device).view(-1, 1, 1)
         if not bool((source.sort(dim=0).values == expected).all()):
@@ -129,7 +134,7 @@ class TilePlan:
         """The plan that leaves every tile with its own sample.
 
         Args:
-            batch_size: ``B`` (>= 1).
+            batch_size: ``B`` (>= 0).
             grid: ``Th`` and ``Tw``, an int for a square grid or a pair.
             device: where ``source`` lives.
 
@@ -137,7 +142,7 @@ class TilePlan:
             >>> TilePlan.identity(3, (1, 2)).source[:, 0, 1].tolist()
             [0, 1, 2]
         """
-        check_positive_int("batch_size", batch_size)
+        check_non_negative_int("batch_size", batch_size)
         th, tw = check_pair("grid", grid)
         source = torch.arange(batch_size, device=device).view(-1, 1, 1).expand(-1, th, tw)
         return cls._trusted(source.contiguous())
@@ -221,7 +226,7 @@ def sample_tile_plan(
     ``device``, so a seed gives the same plan on every device.
 
     Args:
-        batch_size: ``B`` (>= 1).
+        batch_size: ``B`` (>= 0; ``0`` gives the empty plan of an empty batch).
         group_size: ``G`` (>= 1); ``G = 1`` gives the identity plan.
         grid: ``(Th, Tw)``, or an int for a square grid.
         generator: a CPU ``torch.Generator`` for reproducible plans.
@@ -231,7 +236,8 @@ def sample_tile_plan(
         A :class:`TilePlan` with ``source`` of shape ``(B, Th, Tw)``.
 
     Raises:
-        ValueError: if ``batch_size``, ``group_size`` or a grid side is not an integer >= 1.
+        ValueError: if ``batch_size`` is not an integer >= 0, or ``group_size`` or a grid
+            side is not an integer >= 1.
 
     Example:
         >>> import torch
@@ -242,7 +248,7 @@ def sample_tile_plan(
         >>> bool((plan.source[:4] < 4).all() and (plan.source[4:] >= 4).all())
         True
     """
-    check_positive_int("batch_size", batch_size)
+    check_non_negative_int("batch_size", batch_size)
     check_positive_int("group_size", group_size)
     th, tw = check_pair("grid", grid)
     # argsort of i.i.d. uniforms is a uniform permutation; the integer group offset keeps
@@ -261,34 +267,66 @@ def _tile_of(pixel: Tensor, size: int, tiles: int) -> Tensor:
     return torch.div((pixel + 1) * tiles - 1, size, rounding_mode="floor")
 
 
+@functools.lru_cache(maxsize=128)
+def _run_layout(
+    height: int, width: int, grid: tuple[int, int], device: torch.device
+) -> tuple[int, Tensor]:
+    """``(u, tile)``: the run width ``u`` and the ``(H * W/u,)`` tile ids ``i * Tw + j`` of runs.
+
+    ``u`` is the largest width dividing every column-tile boundary, so no run of ``u``
+    pixels crosses a tile border. Cached: a network mixes the same few map sizes every step.
+    """
+    th, tw = grid
+    unit = math.gcd(*tile_bounds(width, tw))
+    row_tile = _tile_of(torch.arange(height), height, th)
+    col_tile = _tile_of(torch.arange(width // unit) * unit, width, tw)
+    return unit, (row_tile.view(-1, 1) * tw + col_tile).flatten().to(device)
+
+
+@functools.lru_cache(maxsize=128)
+def _run_offsets(channels: int, runs: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(1, M, R)`` run numbers ``m * R + r`` inside one sample."""
+    return torch.arange(channels * runs, dtype=dtype, device=device).view(1, channels, runs)
+
+
 def _permute_tiles(x: Tensor, source: Tensor) -> Tensor:
     """Mix ``x`` with ``source`` as one gather over contiguous runs of pixels.
 
-    Each row of the ``(H, W)`` plane is cut into runs of ``u`` pixels, ``u`` the largest
-    width dividing every column-tile boundary, so that no run crosses a tile border: run
-    ``(b, m, r, k)`` of the output is run ``(source[b, ti(r), tj(k)], m, r, k)`` of the
-    input. With ``u > 1`` that is an ``index_select`` of whole runs; with ``u == 1`` (a
-    width the grid does not divide) a ``gather`` with the ``(B, 1, H, W)`` owner map
-    broadcast over the middle dims, which never materialises a full-size index.
+    Each row of the ``(H, W)`` plane is cut into runs of ``u`` pixels that never cross a
+    tile border (:func:`_run_layout`): run ``(b, m, r)`` of the output is run
+    ``(source[b, tile(r)], m, r)`` of the input, an ``index_select`` of whole runs. A
+    ``channels_last`` map is mixed in its own layout, where a run holds ``u`` pixels of
+    every channel, and keeps that layout. When the grid does not divide the width
+    (``u == 1`` in the default layout) the runs are single elements, and the mix is the
+    full-index ``gather`` along the batch, which is faster on such maps.
     """
     batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
-    th, tw = int(source.shape[1]), int(source.shape[2])
-    unit = math.gcd(*tile_bounds(width, tw))
-    runs = width // unit
-    device = source.device
-    row_tile = _tile_of(torch.arange(height, device=device), height, th)
-    col_tile = _tile_of(torch.arange(runs, device=device) * unit, width, tw)
-    owner = source[:, row_tile][:, :, col_tile]  # (B, H, runs)
-    planes = x.contiguous().view(batch, -1, height, runs, unit)
-    if unit == 1:
-        return planes.gather(0, owner.view(batch, 1, height, runs, 1).expand_as(planes)).view(
-            x.shape
-        )
-    per_sample = planes[0].numel() // unit
+    channels_last = (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
+    # Under torch.compile the cache is bypassed: dynamo traces the function itself.
+    layout = _run_layout.__wrapped__ if torch.compiler.is_compiling() else _run_layout
+    unit, tile = layout(height, width, (int(source.shape[1]), int(source.shape[2])), x.device)
+    runs = tile.numel()
+    owner = source.flatten(1).index_select(1, tile)  # (B, R)
+    if channels_last:
+        planes = x.permute(0, 2, 3, 1).reshape(batch, 1, runs, unit * x.shape[1])
+    else:
+        planes = x.contiguous().view(batch, -1, runs, unit)
+    if planes.shape[-1] == 1:
+        index = owner.view(batch, 1, runs, 1).expand_as(planes).contiguous()
+        return planes.gather(0, index).view(x.shape)
+    per_sample = planes.shape[1] * runs
     dtype = torch.int32 if batch * per_sample < 2**31 else torch.int64
-    offsets = torch.arange(per_sample, device=device, dtype=dtype).view(-1, height, runs)
-    index = (owner.to(dtype) * per_sample).unsqueeze(1) + offsets
-    return planes.view(-1, unit).index_select(0, index.view(-1)).view(x.shape)
+    run_offsets = _run_offsets.__wrapped__ if torch.compiler.is_compiling() else _run_offsets
+    offsets = run_offsets(planes.shape[1], runs, dtype, x.device)
+    index = torch.add(offsets, owner.to(dtype).view(batch, 1, runs), alpha=per_sample)
+    rows = planes.reshape(-1, planes.shape[-1]).index_select(0, index.view(-1))
+    if channels_last:
+        return rows.view(batch, height, width, -1).permute(0, 3, 1, 2)
+    return rows.view(x.shape)
 
 
 class _TilePermutation(torch.autograd.Function):
@@ -447,42 +485,60 @@ def mix_keypoints(keypoints: Tensor, plan: TilePlan, size: Sequence[int]) -> Ten
     return torch.where(inside, owner, own)
 
 
+# Every mix of every PoseMUM draws a tick, so that chains of several PoseMUMs can be unmixed
+# in the reverse order of their mixing; ``_open_mixed`` holds the chains that mixed and
+# wait for their unmix.
+_mix_ticks = itertools.count()
+_open_mixed: weakref.WeakSet[PoseMUM] = weakref.WeakSet()
+
+
 class PoseMUM(nn.Module):
     """Input- and feature-level tile mixing with one unmix before the head.
 
     In training mode the first call after an unmix starts a *chain*: with probability
-    ``p`` it samples a plan and mixes. Every further call before :meth:`unmix` is a
-    feature-level point that re-mixes with a fresh plan with probability ``p_feature``;
+    ``p`` it samples a plan and mixes (the input point). Each of the next
+    ``feature_points`` calls is a feature-level point that may re-mix with a fresh plan;
     the chain keeps the composed plan (:attr:`plan`) and :meth:`unmix` applies its
-    inverse, at any resolution, and ends the chain. In eval mode every call is the
-    identity.
+    inverse, at any resolution, and ends the chain. A call beyond the chain's last point
+    raises: it is the next batch arriving before the previous chain was unmixed. In eval
+    mode every call is the identity.
 
     Which feature points re-mix ("stochastic" feature mixing) is set by
-    ``feature_mode``: ``"one"`` (default) picks at most one point per step, uniformly
-    among ``feature_points`` points, with probability ``p_feature``; ``"all"`` flips an
-    independent coin at every point. ``feature_points`` is set by :meth:`attach` from
-    ``mix_at``; when it is unknown (``None``, manual calls) ``"one"`` behaves as ``"all"``.
+    ``feature_mode``: ``"one"`` (default) picks at most one point per chain, uniformly
+    among the ``feature_points`` points, with probability ``p_feature``; ``"all"`` flips
+    an independent coin with probability ``p_feature`` at every point. Called by hand
+    or through :func:`attach` (which sets ``feature_points`` from ``mix_at``), the same
+    arguments give the same method.
+
+    Several PoseMUMs may mix one network; their chains must nest: :meth:`unmix` raises
+    if another PoseMUM mixed after this chain started mixing and has not unmixed yet.
+    Hooks of several PoseMUMs at one unmix point unmix in the reverse order of mixing.
+
+    Like every module of the library, a PoseMUM takes its ``generator`` at construction
+    and draws every coin flip and plan from it; functions take theirs per call.
 
     Args:
         group_size: ``G``, samples mixed together (>= 1).
         grid: ``(Th, Tw)`` tile grid, or an int for a square grid.
         p: probability that a chain starts with a mix (input level).
-        p_feature: probability of a feature-level re-mix (per step for ``"one"``, per
+        p_feature: probability of a feature-level re-mix (per chain for ``"one"``, per
             point for ``"all"``).
         feature_mode: ``"one"`` or ``"all"``.
-        feature_points: number of feature-level points per step, for ``"one"``.
+        feature_points: number of feature-level points in every chain (>= 0); ``None``
+            lets :func:`attach` set it and means 0 for calls by hand.
         generator: CPU generator for the coin flips and plans.
 
     Raises:
-        ValueError: for ``group_size < 1``, a grid side < 1, probabilities outside ``[0, 1]``
-            or an unknown ``feature_mode``.
+        ValueError: for ``group_size < 1``, a grid side < 1, probabilities outside ``[0, 1]``,
+            an unknown ``feature_mode`` or a negative ``feature_points``.
 
     Example:
         >>> import torch
-        >>> mum = PoseMUM(group_size=2, grid=2, generator=torch.Generator().manual_seed(0))
+        >>> mum = PoseMUM(group_size=2, grid=2, feature_points=1,
+        ...               generator=torch.Generator().manual_seed(0))
         >>> x = torch.randn(4, 3, 8, 8)
         >>> feats = mum(x)                  # input-level mix (p = 1)
-        >>> feats = mum(feats * 2)          # a feature-level point
+        >>> feats = mum(feats * 2)          # the feature-level point
         >>> torch.equal(mum.unmix(feats), x * 2)
         True
         >>> mum.plan is None                # the chain has ended
@@ -508,13 +564,15 @@ class PoseMUM(nn.Module):
             raise ValueError(f"feature_mode must be 'one' or 'all', got {feature_mode!r}")
         self.feature_mode = feature_mode
         if feature_points is not None:
-            check_positive_int("feature_points", feature_points)
+            check_non_negative_int("feature_points", feature_points)
         self.feature_points = feature_points
         self.generator = generator
         self._plan: TilePlan | None = None
         self._in_chain = False
         self._point = 0
         self._chosen_point = -1
+        self._first_tick = -1
+        self._last_tick = -1
         self._paused = False
 
     @property
@@ -529,7 +587,7 @@ class PoseMUM(nn.Module):
 
     @property
     def active(self) -> bool:
-        """Whether calls mix now: training mode and not :meth:`paused`."""
+        """Whether calls mix now (training mode and not :meth:`paused`)."""
         return self.training and not self._paused
 
     @contextmanager
@@ -562,20 +620,31 @@ class PoseMUM(nn.Module):
 
         Returns:
             ``x`` mixed (or unchanged), same type and shapes.
+
+        Raises:
+            ValueError: if ``x`` is not ``(B, *, H, W)``, or the chain already had its
+                input point and ``feature_points`` feature points (an unmix is missing).
         """
         if not self.active:
             return x
         batch = _batch_size(x)
+        points = self.feature_points or 0
         if not self._in_chain:
             self._in_chain, self._point, self._chosen_point = True, 0, -1
             mix = plan is not None or self._coin(self.p)
-            pick_one = self.feature_mode == "one" and self.feature_points is not None
-            if pick_one and self._coin(self.p_feature):
-                choice = torch.randint(cast(int, self.feature_points), (), generator=self.generator)
-                self._chosen_point = int(choice)
+            if self.feature_mode == "one" and points > 0 and self._coin(self.p_feature):
+                self._chosen_point = int(torch.randint(points, (), generator=self.generator))
         else:
             self._point += 1
-            if self.feature_mode == "one" and self.feature_points is not None:
+            if self._point > points:
+                self.reset()
+                raise ValueError(
+                    f"PoseMUM was called {points + 2} times in one chain, which has an input "
+                    f"point and feature_points={self.feature_points} feature points: call "
+                    "unmix() before the next batch, or set feature_points to the number of "
+                    "feature-level points"
+                )
+            if self.feature_mode == "one":
                 mix = plan is not None or self._point == self._chosen_point + 1
             else:
                 mix = plan is not None or self._coin(self.p_feature)
@@ -583,6 +652,10 @@ class PoseMUM(nn.Module):
             return x
         step = plan if plan is not None else self._sample(batch)
         self._plan = step if self._plan is None else self._plan.then(step)
+        self._last_tick = next(_mix_ticks)
+        if self._first_tick < 0:
+            self._first_tick = self._last_tick
+            _open_mixed.add(self)
         return mix_tiles(x, step)
 
     def unmix(self, y: Maps) -> Maps:
@@ -595,21 +668,33 @@ class PoseMUM(nn.Module):
             ``y`` unmixed (unchanged in eval mode, while paused, or if nothing was mixed).
 
         Raises:
-            ValueError: in training mode when no chain is open, or if ``B`` differs from
-                the plan's batch size.
+            ValueError: in training mode when no chain is open, if ``B`` differs from the
+                plan's batch size, or if another PoseMUM mixed after this chain started
+                mixing and is still open (the chains do not nest).
         """
         if not self.active:
             return y
         if not self._in_chain:
             raise ValueError("unmix called without a chain: call the PoseMUM module (mix) first")
-        plan, self._plan, self._in_chain = self._plan, None, False
+        if self._first_tick >= 0:
+            later = [m for m in _open_mixed if m is not self and m._last_tick > self._first_tick]
+            if later:
+                raise ValueError(
+                    f"{len(later)} other PoseMUM chain(s) mixed after this one and are still "
+                    "open: chains must nest, so unmix the one that mixed last first, or use one "
+                    "PoseMUM with every mixing point"
+                )
+        plan = self._plan
+        self.reset()
         return y if plan is None else unmix_tiles(y, plan)
 
     def reset(self) -> None:
         """Drop an open chain (e.g. after an exception in the forward pass)."""
         self._plan, self._in_chain = None, False
+        self._first_tick = self._last_tick = -1
+        _open_mixed.discard(self)
 
-    def attach(self, model: nn.Module, mix_at: Sequence[str], unmix_at: str) -> MixHandle:
+    def attach(self, model: nn.Module, mix_at: str | Sequence[str], unmix_at: str) -> MixHandle:
         """Register hooks on ``model`` so that it mixes at ``mix_at`` and unmixes at ``unmix_at``.
 
         See :func:`attach`.
@@ -632,21 +717,91 @@ def _batch_size(x: Tensor | Sequence[Tensor]) -> int:
     return int(first.shape[0])
 
 
+class _Hook:
+    """A hook of an attachment. Copies and pickles of the hooked module get a
+    :class:`_Detached` in its place, so a module copied after :func:`attach` (an EMA
+    teacher, a saved model) is the same as one copied before."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Detached:
+        return _Detached()
+
+    def __reduce__(self) -> tuple[type[_Detached], tuple[()]]:
+        return (_Detached, ())
+
+
+class _Detached:
+    """An attachment's hook in a copy of the hooked module: inert, it removes itself when run."""
+
+    def __call__(self, module: nn.Module, *args: Any) -> None:
+        for hooks in (module._forward_pre_hooks, module._forward_hooks):
+            for key in [k for k, hook in hooks.items() if hook is self]:
+                del hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_with_kwargs.pop(key, None)
+                module._forward_hooks_always_called.pop(key, None)
+
+
+# The PoseMUMs attached at each unmix point, so that one hook there unmixes them all in the
+# reverse order of their mixing, whatever order they were attached in.
+_unmix_points: weakref.WeakKeyDictionary[nn.Module, list[PoseMUM]] = weakref.WeakKeyDictionary()
+
+
+def _unmix_open_chains(module: nn.Module, output: Any) -> Any:
+    chains = [m for m in _unmix_points.get(module, []) if m.active and m.in_chain]
+    if not module.training or not chains:
+        return None
+    for mum in sorted(chains, key=lambda m: m._first_tick, reverse=True):
+        output = mum.unmix(output)
+    return output
+
+
+def _input_name(model: nn.Module) -> str | None:
+    """The name of the first positional parameter of ``model.forward``, if it has one."""
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return next((p.name for p in parameters if p.kind in positional), None)
+
+
 class MixHandle:
     """The hooks :func:`attach` registered; :meth:`remove` detaches them.
 
     Usable as a context manager: the hooks are removed on exit.
     """
 
-    def __init__(self, handles: list[torch.utils.hooks.RemovableHandle], mum: PoseMUM) -> None:
+    def __init__(
+        self,
+        handles: list[torch.utils.hooks.RemovableHandle],
+        mum: PoseMUM,
+        unmix_module: nn.Module,
+        feature_points: int | None,
+    ) -> None:
         self._handles = handles
+        self._unmix_module = unmix_module
+        self._feature_points = feature_points
         self.mum = mum
 
     def remove(self) -> None:
-        """Remove every hook and drop any open chain."""
+        """Remove every hook, drop any open chain and give ``mum`` back its ``feature_points``."""
+        if not self._handles:
+            return
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        attached = _unmix_points.get(self._unmix_module, [])
+        if self.mum in attached:
+            attached.remove(self.mum)
+        self.mum.feature_points = self._feature_points
         self.mum.reset()
 
     def __enter__(self) -> MixHandle:
@@ -656,35 +811,44 @@ class MixHandle:
         self.remove()
 
 
-def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str) -> MixHandle:
+def attach(model: nn.Module, mum: PoseMUM, mix_at: str | Sequence[str], unmix_at: str) -> MixHandle:
     """Make ``model`` mix and unmix with ``mum`` through forward hooks, without editing it.
 
-    ``""`` in ``mix_at`` mixes the model's input (the first positional argument); any
-    other name mixes the output of that submodule (names as in ``model.named_modules()``,
-    tensor or list/tuple outputs as in HRNet). The first point reached in a forward pass
-    starts the chain (probability ``mum.p``); the others are feature-level points, and
-    ``mum.feature_points`` is set to their number. The output of ``unmix_at`` is unmixed.
+    ``""`` in ``mix_at`` mixes the model's input: the first positional argument, or the
+    keyword argument named as the first parameter of ``model.forward`` (``model(x=...)``,
+    mmengine's ``model(inputs=..., mode=...)``). Any other name mixes the output of that
+    submodule (names as in ``model.named_modules()``, tensor or list/tuple outputs as in
+    HRNet). The first point reached in a forward pass starts the chain (probability
+    ``mum.p``); the others are feature-level points, and ``mum.feature_points`` is set to
+    their number until the handle is removed. The output of ``unmix_at`` is unmixed.
     Hooks act only while both ``mum`` and the hooked module are in training mode, so an
-    eval-mode copy of the model (an EMA teacher, evaluation) is never mixed.
+    eval-mode copy of the model is never mixed, and copies of the model (``deepcopy``,
+    ``torch.save``) carry no hooks: an EMA teacher built after ``attach`` is the same as
+    one built before.
 
     Every forward pass of ``model`` is one chain: a chain left open by a pass that raised
     is dropped when the next pass starts, and a pass that ends with its chain still open
     (a mixing point that runs after ``unmix_at``, or an ``unmix_at`` the pass never
-    reaches) raises: that configuration leaves outputs mixed.
+    reaches) raises: that configuration leaves outputs mixed. Several PoseMUMs may be
+    attached to one model; at a shared unmix point they unmix in the reverse order of
+    their mixing, and chains that do not nest raise (see :meth:`PoseMUM.unmix`).
 
     Args:
         model: the network.
         mum: the :class:`PoseMUM` that holds the chain and the random state.
-        mix_at: names of the mixing points, in forward order; ``""`` for the input.
+        mix_at: names of the mixing points in forward order (a single name may be given
+            as a string); ``""`` for the input.
         unmix_at: name of the submodule whose output is unmixed (before the head).
 
     Returns:
         A :class:`MixHandle`; ``handle.remove()`` detaches everything.
 
     Raises:
-        ValueError: if ``mix_at`` is empty or a name is not a submodule of ``model``, or
-            ``unmix_at`` is ``""`` or also a mixing point; from a forward pass of
-            ``model`` that ends with a mixed chain still open (see above).
+        ValueError: if ``mix_at`` is empty or a name is not a submodule of ``model``,
+            ``unmix_at`` is ``""`` or also a mixing point, or ``mum.feature_points`` is set
+            and differs from the number of feature-level points in ``mix_at``; from a
+            forward pass of ``model`` that ends with a mixed chain still open (see above)
+            or that passes no input to mix.
 
     Example:
         >>> import torch
@@ -696,17 +860,24 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str)
         torch.Size([4, 2, 8, 8])
         >>> handle.remove()
     """
-    if len(mix_at) == 0:
+    points = [mix_at] if isinstance(mix_at, str) else list(mix_at)
+    if len(points) == 0:
         raise ValueError("mix_at must name at least one mixing point")
     modules = dict(model.named_modules())
-    for name in [*mix_at, unmix_at]:
+    for name in [*points, unmix_at]:
         if name not in modules:
             raise ValueError(f"{name!r} is not a submodule of the model (see named_modules())")
-    if unmix_at == "" or unmix_at in mix_at:
+    if unmix_at == "" or unmix_at in points:
         raise ValueError(
             f"unmix_at must name a submodule that is not a mixing point, got {unmix_at!r}"
         )
-    mum.feature_points = len(mix_at) - 1 if len(mix_at) > 1 else None
+    feature_points = len(points) - 1
+    if mum.feature_points not in (None, feature_points):
+        raise ValueError(
+            f"mum.feature_points={mum.feature_points} but mix_at={points} has "
+            f"{feature_points} feature-level points: leave feature_points=None for attach"
+        )
+    input_name = _input_name(model)
 
     def start_pass(module: nn.Module, args: tuple[Any, ...]) -> None:
         mum.reset()  # an open chain here was left by a pass that raised: it is stale
@@ -716,26 +887,37 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: Sequence[str], unmix_at: str)
             mum.reset()
             raise ValueError(
                 f"the forward pass ended with the mixing chain open: every mixing point "
-                f"{list(mix_at)} must run before unmix_at={unmix_at!r}, and unmix_at must run"
+                f"{points} must run before unmix_at={unmix_at!r}, and unmix_at must run"
             )
 
-    def mix_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        if not (module.training and mum.active) or not args:
+    def mix_input(
+        module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        if not (module.training and mum.active):
             return None
-        return (mum(args[0]), *args[1:])
+        if args:
+            return (mum(args[0]), *args[1:]), kwargs
+        if input_name is not None and input_name in kwargs:
+            return args, {**kwargs, input_name: mum(kwargs[input_name])}
+        raise ValueError(
+            f"attach mixes the model input, the first parameter of forward ({input_name!r}), "
+            f"but the call passed no positional argument and keywords {sorted(kwargs)}"
+        )
 
     def mix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         return mum(output) if module.training and mum.active else None
 
     def unmix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        return mum.unmix(output) if module.training and mum.active else None
+        return _unmix_open_chains(module, output)
 
-    handles = [model.register_forward_pre_hook(start_pass)]
-    for name in mix_at:
+    handles = [model.register_forward_pre_hook(_Hook(start_pass))]
+    for name in points:
         if name == "":
-            handles.append(model.register_forward_pre_hook(mix_input))
+            handles.append(model.register_forward_pre_hook(_Hook(mix_input), with_kwargs=True))
         else:
-            handles.append(modules[name].register_forward_hook(mix_output))
-    handles.append(modules[unmix_at].register_forward_hook(unmix_output))
-    handles.append(model.register_forward_hook(end_pass))
-    return MixHandle(handles, mum)
+            handles.append(modules[name].register_forward_hook(_Hook(mix_output)))
+    handles.append(modules[unmix_at].register_forward_hook(_Hook(unmix_output)))
+    handles.append(model.register_forward_hook(_Hook(end_pass)))
+    _unmix_points.setdefault(modules[unmix_at], []).append(mum)
+    previous, mum.feature_points = mum.feature_points, feature_points
+    return MixHandle(handles, mum, modules[unmix_at], previous)

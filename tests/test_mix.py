@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 import math
 
@@ -473,7 +474,8 @@ def test_mix_tiles_under_compile() -> None:
         ),
         (lambda: sample_tile_plan(4, grid=(0, 2)), "grid"),
         (lambda: sample_tile_plan(4, group_size=0), "group_size"),
-        (lambda: sample_tile_plan(0), "batch_size"),
+        (lambda: sample_tile_plan(-1), "batch_size"),
+        (lambda: PoseMUM(feature_points=-1), "feature_points"),
         (lambda: PoseMUM(p=1.5), "p must be"),
         (lambda: PoseMUM(p_feature=-0.1), "p_feature"),
         (lambda: PoseMUM(grid=0), "grid"),
@@ -500,3 +502,161 @@ def test_unmix_batch_mismatch_is_an_error() -> None:
     mum(torch.zeros(4, 1, 4, 4))
     with pytest.raises(ValueError, match="batch size 2"):
         mum.unmix(torch.zeros(2, 1, 4, 4))
+
+
+# ---- traps for a user who drops PoseMUM into their own code ----------------------------
+
+
+def pointwise_net() -> nn.Sequential:
+    """1x1 convolutions commute with tile permutations: any exact mix/unmix is invisible."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 1), nn.ReLU(), nn.Conv2d(6, 6, 1), nn.ReLU(), nn.Conv2d(6, 2, 1)
+    )
+
+
+@pytest.mark.parametrize("input_first", [True, False])
+def test_two_posemums_unmix_in_reverse_mixing_order(input_first: bool) -> None:
+    net = pointwise_net()
+    x = torch.randn(8, 3, 12, 12, generator=generator(0))
+    reference = net(x)
+    plain_features = net[2](net[1](net[0](x)))
+    at_input = PoseMUM(group_size=4, grid=(4, 4), generator=generator(1))
+    at_feature = PoseMUM(group_size=8, grid=(2, 3), generator=generator(2))
+    attachments = [(at_input, [""]), (at_feature, ["1"])]
+    handles = [
+        attach(net, mum, mix_at=at, unmix_at="3")
+        for mum, at in attachments[:: 1 if input_first else -1]
+    ]
+    mixed_features: list[torch.Tensor] = []
+    spy = net[2].register_forward_hook(lambda m, a, o: mixed_features.append(o))
+    out = net(x)
+    spy.remove()
+    assert not torch.allclose(mixed_features[0], plain_features)  # it did mix
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
+    assert not at_input.in_chain and not at_feature.in_chain
+    for handle in handles:
+        handle.remove()
+
+
+def test_chains_that_do_not_nest_are_an_error() -> None:
+    net = pointwise_net()
+    first = PoseMUM(group_size=4, grid=2, generator=generator(1))
+    second = PoseMUM(group_size=4, grid=2, generator=generator(2))
+    with (
+        attach(net, first, mix_at="", unmix_at="2"),
+        attach(net, second, "1", unmix_at="3"),
+        pytest.raises(ValueError, match="must nest"),
+    ):
+        net(torch.randn(8, 3, 8, 8))
+    x = torch.randn(8, 3, 8, 8)
+    first(x)
+    second(x)
+    with pytest.raises(ValueError, match="must nest"):
+        first.unmix(x)
+
+
+def test_called_by_hand_and_through_attach_mix_equally_often() -> None:
+    # Same arguments, same method: with three feature points and p_feature = 0.5 a chain
+    # re-mixes at most once, in half of the chains on average, by hand as under attach.
+    x = torch.randn(4, 1, 4, 4)
+    by_hand = PoseMUM(
+        group_size=2, grid=2, p=0.0, p_feature=0.5, feature_points=3, generator=generator(3)
+    )
+    remixes = []
+    for _ in range(400):
+        by_hand(x)
+        for _point in range(3):
+            by_hand(x)
+        remixes.append(by_hand.plan is not None)
+        by_hand.unmix(x)
+    assert 0.42 < sum(remixes) / len(remixes) < 0.58
+    unset = PoseMUM(group_size=2, grid=2, p_feature=0.5)
+    unset(x)
+    with pytest.raises(ValueError, match="feature_points"):
+        unset(x)  # a feature point the PoseMUM was not told about
+
+
+def test_a_forgotten_unmix_is_an_error() -> None:
+    mum = PoseMUM(group_size=2, grid=2, feature_points=1, generator=generator(0))
+    x = torch.randn(4, 3, 8, 8)
+    mum(x)
+    mum(x)  # the feature point; the caller then forgets mum.unmix(...)
+    with pytest.raises(ValueError, match=r"call unmix\(\) before the next batch"):
+        mum(torch.randn(4, 3, 8, 8))
+    assert not mum.in_chain
+    torch.testing.assert_close(mum.unmix(mum(mum(x))), x, rtol=0, atol=0)
+
+
+def test_copies_made_after_attach_carry_no_hooks() -> None:
+    net = small_net()
+    x = torch.randn(8, 3, 12, 10, generator=generator(0))
+    mum = PoseMUM(grid=(3, 2), p_feature=1.0, generator=generator(1))
+    handle = attach(net, mum, mix_at=["", "1"], unmix_at="4")
+    copied_after = copy.deepcopy(net)
+    buffer = io.BytesIO()
+    torch.save(net, buffer)  # the attached model itself saves, without its hooks
+    handle.remove()
+    copied_before = copy.deepcopy(net)
+    for copied in (copied_after, copied_before):
+        assert torch.equal(copied.train()(x), net(x))  # train mode, and still no mixing
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in copied.modules())
+    torch.save(copied_after, io.BytesIO())
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded(x), net(x))
+
+
+def test_mix_at_as_one_name_and_the_input_as_a_keyword() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.body = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+            return self.body(self.stem(images)) * scale
+
+    net = Net()
+    x = torch.randn(4, 3, 8, 8, generator=generator(0))
+    outs = []
+    for call in (lambda: net(x, 2.0), lambda: net(images=x, scale=2.0)):
+        mum = PoseMUM(group_size=4, grid=2, generator=generator(5))
+        with attach(net, mum, mix_at="stem", unmix_at="body"):
+            assert mum.feature_points == 0
+            outs.append(call())
+        assert mum.feature_points is None  # given back by the handle
+    assert torch.equal(outs[0], outs[1])
+    with attach(net, PoseMUM(group_size=4, grid=2), mix_at=["", "stem"], unmix_at="body"):
+        assert not torch.equal(net(images=x), net.eval()(images=x))
+        net.train()
+        with pytest.raises(ValueError, match="'images'"):
+            net(scale=2.0)
+
+
+def test_attach_checks_feature_points() -> None:
+    with pytest.raises(ValueError, match="feature_points=2"):
+        attach(small_net(), PoseMUM(feature_points=2), mix_at=["", "1"], unmix_at="4")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_channels_last_keeps_its_memory_format(device: str) -> None:
+    for shape, grid in [((8, 5, 12, 8), (4, 4)), ((8, 6, 7, 6), (4, 4)), ((4, 3, 3, 2), (4, 4))]:
+        x = torch.randn(*shape, generator=generator(0)).to(device)
+        plan = sample_tile_plan(shape[0], grid=grid, generator=generator(1))
+        last = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+        mixed = mix_tiles(last, plan)
+        assert mixed.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(mixed, mix_tiles(x, plan))
+        mixed.backward(mix_tiles(x, plan))
+        assert last.grad is not None and torch.equal(last.grad, x)
+
+
+def test_an_empty_batch_mixes_to_an_empty_batch() -> None:
+    plan = sample_tile_plan(0, grid=(2, 2))
+    assert plan.batch_size == 0 and plan.inverse().source.shape == (0, 2, 2)
+    assert TilePlan.identity(0, 2).source.shape == (0, 2, 2)
+    x = torch.zeros(0, 3, 8, 8)
+    assert mix_tiles(x, plan).shape == x.shape and unmix_tiles(x, plan).shape == x.shape
+    mum = PoseMUM(grid=2)
+    assert mum.unmix(mum(x)).shape == x.shape
