@@ -23,6 +23,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "figures",
+    "public_api",
 ]
 
 html_theme = "furo"
