@@ -201,6 +201,8 @@ def _averaged(tensor: Tensor) -> bool:
 
 
 _GroupKey = tuple[torch.device, torch.dtype, torch.device, torch.dtype]
+_DTYPE = operator.attrgetter("dtype")
+_DEVICE = operator.attrgetter("device")
 
 
 def _group_key(teacher: Tensor, student: Tensor) -> _GroupKey:
@@ -223,13 +225,19 @@ class _Pairing:
     tensors: list[Tensor]
     owners: list[dict[str, Any]]
     keys: list[str]
+    #: The averaged parameters (teacher's and student's) with their dtypes and devices
+    #: when paired: ``Module.to`` swaps a parameter's ``.data`` but keeps the object
+    #: (buffers it replaces, which identity catches).
+    params: list[Tensor]
+    dtypes: list[torch.dtype]
+    devices: list[torch.device]
 
     def is_current(self, student: nn.Module) -> bool:
         """Whether this pairing still holds the live tensors of the teacher and ``student``.
 
         Identity catches replaced tensors (``.to()`` on buffers, ``load_state_dict(assign=
-        True)``); the first tensor of each group catches a module-wide ``.to()`` that swaps
-        parameters' ``.data`` in place.
+        True)``); the dtype and device of every averaged parameter catch a ``.to()`` that
+        swaps parameters' ``.data`` in place, on the whole model or on any part of it.
         """
         if student is not self.student:
             return False
@@ -239,7 +247,10 @@ class _Pairing:
                 return False
         except KeyError:  # an entry was deleted
             return False
-        return all(_group_key(ts[0], ss[0]) == key for key, ts, ss in self.lerp_groups)
+        return (
+            list(map(_DTYPE, self.params)) == self.dtypes
+            and list(map(_DEVICE, self.params)) == self.devices
+        )
 
 
 def _pair(teacher: nn.Module, student: nn.Module) -> _Pairing:
@@ -256,8 +267,16 @@ def _pair(teacher: nn.Module, student: nn.Module) -> _Pairing:
     copy_teacher: list[Tensor] = []
     copy_student: list[Tensor] = []
     buffers: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    pairs = zip(t_state.names, t_state.tensors, s_state.tensors, s_state.is_buffer, strict=True)
-    for name, t, s, s_is_buffer in pairs:
+    params: list[Tensor] = []
+    pairs = zip(
+        t_state.names,
+        t_state.tensors,
+        s_state.tensors,
+        t_state.is_buffer,
+        s_state.is_buffer,
+        strict=True,
+    )
+    for name, t, s, t_is_buffer, s_is_buffer in pairs:
         if t.shape != s.shape:
             raise ValueError(
                 f"teacher and student shapes differ at {name!r}: teacher {tuple(t.shape)}, "
@@ -277,6 +296,10 @@ def _pair(teacher: nn.Module, student: nn.Module) -> _Pairing:
         ss.append(s)
         if s_is_buffer:
             buffers.setdefault((s.device, s.dtype), []).append(s)
+        else:
+            params.append(s)
+        if not t_is_buffer:
+            params.append(t)
     return _Pairing(
         student=student,
         lerp_groups=[(key, ts, ss) for key, (ts, ss) in lerp.items()],
@@ -286,6 +309,9 @@ def _pair(teacher: nn.Module, student: nn.Module) -> _Pairing:
         tensors=t_state.tensors + s_state.tensors,
         owners=t_state.owners + s_state.owners,
         keys=t_state.keys + s_state.keys,
+        params=params,
+        dtypes=list(map(_DTYPE, params)),
+        devices=list(map(_DEVICE, params)),
     )
 
 
@@ -353,19 +379,32 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float = 0.999)
 class EMANTeacher(nn.Module):
     """EMAN's teacher: an eval-mode exponential moving average of a student's whole state.
 
-    A deep copy of the student with gradients off, **always in eval mode**: a parent's
-    ``.train()`` leaves it in eval mode, so its BatchNorm normalises with the running
-    statistics it averages and never with batch statistics. Call :meth:`update` after
-    every ``optimizer.step()``; it applies :func:`ema_update_` with the momentum of the
-    current step, ``momentum`` being the weight kept on the teacher (EMAN's convention;
-    mmdet / mmengine use ``1 - momentum``).
+    A deep copy of the student with gradients off, **always in eval mode**, whatever a
+    parent does: a parent's ``.train()`` leaves it in eval mode, and each forward first
+    puts back in eval mode any of its submodules switched to training otherwise (a
+    parent's loop over ``modules()`` calling ``.train()`` on every BatchNorm, or
+    ``training`` set directly). Its BatchNorm therefore always normalises with the running
+    statistics it averages, never with batch statistics, and its forward writes no
+    buffer. Call :meth:`update` after every ``optimizer.step()``; it applies
+    :func:`ema_update_` with the momentum of the current step, ``momentum`` being the
+    weight kept on the teacher (EMAN's convention; mmdet / mmengine use ``1 - momentum``).
+
+    Dtypes and devices: the teacher keeps its own, entry by entry. Each floating entry of
+    the student is cast to the dtype and device of the teacher's entry before averaging,
+    also when the student, or part of it, is converted after the teacher was built (e.g.
+    ``student[3].half()``: the teacher's ``3.weight`` stays float32). To average that part
+    in the new dtype, convert the teacher the same way (``teacher.module[3].half()``).
+
+    Inference mode: the teacher's state is made of normal tensors even when it is built
+    under ``torch.inference_mode()``, so it updates in place outside inference mode.
 
     Fast path: the teacher and student tensors are paired by name once, grouped by
     (device, dtype), and each update runs one ``torch._foreach_lerp_`` per group and one
     ``torch._foreach_copy_`` for the integer entries. The pairing holds the live tensors,
     so in-place changes (optimizer steps, ``load_state_dict``) need nothing; it is rebuilt
-    (and re-checked) when a tensor is replaced (``.to()``, ``load_state_dict(assign=True)``)
-    or another student module is passed.
+    (and re-checked) when a tensor is replaced (``.to()``, ``load_state_dict(assign=True)``),
+    when a parameter of either model changes dtype or device (``.to()`` on the whole model
+    or on any part of it), or when another student module is passed.
 
     Distributed training: DDP keeps parameters identical across ranks, but each rank's
     BatchNorm statistics come from its own batches. With ``sync_buffers`` the student's
@@ -389,7 +428,7 @@ class EMANTeacher(nn.Module):
             ``torch.float32`` for a bf16 / fp16 student: with ``momentum=0.999`` each
             update moves the teacher by 0.1% of the gap, below bf16's resolution (2^-8),
             so a bf16 teacher would stall. A student whose dtype differs is cast per
-            update.
+            update, entry by entry.
 
     Raises:
         ValueError: If ``momentum`` lies outside ``[0, 1]``, ``sync_buffers`` is not
@@ -415,8 +454,15 @@ class EMANTeacher(nn.Module):
         0.9
         >>> teacher.step, int(teacher.module[1].num_batches_tracked)
         (1, 1)
+        >>> for m in nn.ModuleList([student, teacher]).modules():
+        ...     if isinstance(m, nn.BatchNorm1d):
+        ...         _ = m.train()
+        >>> teacher.module[1].training
+        True
         >>> teacher(torch.ones(3, 2)).requires_grad
         False
+        >>> teacher.module[1].training, int(teacher.module[1].num_batches_tracked)
+        (False, 1)
     """
 
     def __init__(
@@ -434,9 +480,10 @@ class EMANTeacher(nn.Module):
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype or None, got {dtype}")
         inner = _unwrap(student)
-        self.module = copy.deepcopy(inner).requires_grad_(False)
-        if dtype is not None:
-            self.module.to(dtype=dtype)
+        with torch.inference_mode(False):  # in inference mode, copies would be inference tensors
+            self.module = copy.deepcopy(inner).requires_grad_(False)
+            if dtype is not None:
+                self.module.to(dtype=dtype)
         self.base_momentum = float(momentum)
         self.schedule: MomentumSchedule = constant_momentum if schedule is None else schedule
         self.sync_buffers = sync_buffers
@@ -461,7 +508,12 @@ class EMANTeacher(nn.Module):
         return super().train(False)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Run the teacher under ``torch.no_grad()``: its outputs carry no graph.
+        """Run the teacher in eval mode and under ``torch.no_grad()``.
+
+        Any submodule switched to training since the last call (by a parent's loop over
+        ``modules()`` or by setting ``training``) is put back in eval mode first, so
+        BatchNorm normalises with the running statistics and writes no buffer; the
+        outputs carry no graph.
 
         Args:
             *args: Positional inputs of the wrapped network.
@@ -470,6 +522,9 @@ class EMANTeacher(nn.Module):
         Returns:
             The wrapped network's output.
         """
+        for module in self.modules():
+            if module.training:
+                module.train(False)
         with torch.no_grad():
             return self.module(*args, **kwargs)
 

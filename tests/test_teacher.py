@@ -198,6 +198,33 @@ def test_teacher_stays_in_eval_mode_and_uses_running_statistics(device: str) -> 
         assert torch.equal(value, before[key]), key
 
 
+@pytest.mark.parametrize("trap", ["modules_loop", "training_flag"])
+def test_teacher_forward_stays_eval_whatever_a_parent_does(trap: str) -> None:
+    """A parent's loop over ``modules()`` or a direct flag reaches the teacher's BatchNorm."""
+    student = cnn(0)
+    teacher = EMANTeacher(student)
+    reference = copy.deepcopy(teacher.module).eval()
+    parent = nn.ModuleDict({"student": student, "teacher": teacher})
+    if trap == "modules_loop":
+        for m in parent.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.train()
+    else:
+        teacher.training = True
+        teacher.module[1].training = True
+        teacher.module[4].training = True
+    assert teacher.module[1].training and teacher.module[4].training
+    x = torch.randn(4, 3, 6, 6, generator=generator(0))
+    with torch.no_grad():
+        expected = reference(x)
+    before = copy.deepcopy(teacher.module.state_dict())
+    torch.testing.assert_close(teacher(x), expected)
+    for key, value in teacher.module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not any(m.training for m in teacher.modules())
+    assert student.training
+
+
 def test_teacher_builds_no_graph() -> None:
     student = cnn(0)
     teacher = EMANTeacher(student)
@@ -284,6 +311,38 @@ def test_pairing_follows_replaced_tensors(change: str) -> None:
     assert_state_equal(teacher.module, expected)
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "student_half",
+        "teacher_double",
+        pytest.param(
+            "student_cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_partial_conversion_keeps_the_teachers_dtype_and_device(change: str) -> None:
+    """Converting one layer swaps its parameters' ``.data``; the other layers keep theirs."""
+    student = cnn(0)
+    teacher = EMANTeacher(student, momentum=0.5)
+    teacher.update(student)  # pairing in use
+    if change == "student_half":
+        student[3].half()
+    elif change == "teacher_double":
+        teacher.module[3].double()
+    else:
+        student[3].cuda()
+    randomize_(student, 1)
+    expected = copy.deepcopy(teacher.module)
+    reference_ema_(expected, copy.deepcopy(student).cpu(), 0.5)
+    teacher.update(student)
+    conv = teacher.module[3].weight
+    assert conv.dtype == (torch.float64 if change == "teacher_double" else torch.float32)
+    assert conv.device == torch.device("cpu")
+    assert_state_equal(teacher.module, expected)
+
+
 def test_pairing_follows_a_cast_that_keeps_parameter_objects() -> None:
     """``Module.to`` swaps a parameter's ``.data`` but keeps the object: no buffer changes."""
     student = nn.Linear(3, 2)
@@ -355,6 +414,29 @@ def test_copies_do_not_carry_the_student() -> None:
     reference_ema_(expected, student, 0.5)
     clone.update(student)
     assert_state_equal(clone.module, expected)
+
+
+@pytest.mark.parametrize("built", ["teacher", "student_and_teacher"])
+def test_teacher_built_under_inference_mode_updates_outside_it(built: str) -> None:
+    """E.g. a teacher built inside an evaluation loop, then trained outside it."""
+    with torch.inference_mode(built == "student_and_teacher"):
+        student = cnn(0)
+    with torch.inference_mode():
+        teacher = EMANTeacher(student, momentum=0.75)
+    with torch.inference_mode(student[0].weight.is_inference()):
+        randomize_(student, 1)  # inference tensors change in inference mode only
+    assert not any(value.is_inference() for value in teacher.module.state_dict().values())
+    student_state = student.state_dict()
+    expected = {
+        key: 0.75 * value + 0.25 * student_state[key]
+        if value.is_floating_point()
+        else student_state[key]
+        for key, value in teacher.module.state_dict().items()
+    }
+    teacher.update(student)
+    for key, value in teacher.module.state_dict().items():
+        torch.testing.assert_close(value, expected[key], msg=key)
+    assert int(teacher.module[1].num_batches_tracked) == int(student[1].num_batches_tracked)
 
 
 def test_invalid_arguments_raise() -> None:
