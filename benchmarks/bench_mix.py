@@ -6,7 +6,10 @@
   ``(B, C, H, W)`` and one ``gather`` along the batch (it needs sizes divisible by the grid).
 
 Prints ``mix / clone`` (1.0 is the limit) and ``baseline / mix`` (how much faster than the
-full-index formulation), and writes ``results/bench_mix.json``.
+full-index formulation), and writes ``results/bench_mix.json``. The sweep includes the small
+maps of the trainer's CPU profile (16 crops of 128 x 96, ResNet-18 at width 0.25), and the
+*step share*: a forward and backward pass of that student with Pose-MUM attached at the
+trainer's points against the same pass with mixing paused (median of interleaved timings).
 
     python benchmarks/bench_mix.py            # full sweep, CPU (+ CUDA when available)
     python benchmarks/bench_mix.py --quick    # CI smoke run
@@ -15,13 +18,27 @@ full-index formulation), and writes ``results/bench_mix.json``.
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from _common import median_time, parse_args, print_table, write_json
 
-from posemum_aug import TilePlan, mix_tiles, sample_tile_plan
+from posemum_aug import PoseMUM, TilePlan, attach, mix_tiles, sample_tile_plan
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from sshpe.models import SimpleBaseline
+
+# The maps one step of the trainer's CPU profile mixes: input, layer1-3, and layer4 (unmixed).
+CPU_PROFILE_MAPS = [
+    (16, 3, 128, 96),
+    (16, 16, 32, 24),
+    (16, 32, 16, 12),
+    (16, 64, 8, 6),
+    (16, 128, 4, 3),
+]
 
 
 def full_index_mix(x: torch.Tensor, plan: TilePlan) -> torch.Tensor:
@@ -75,12 +92,50 @@ def main(argv: Sequence[str] | None = None) -> None:
             (32, 32, 96, 72),
         ]
         grids = [(4, 4), (2, 2), (8, 6)]
+    cases = list(itertools.product(shapes, grids))
+    cases += [
+        (shape, (4, 4)) for shape in (CPU_PROFILE_MAPS[1:3] if args.quick else CPU_PROFILE_MAPS)
+    ]
     rows = []
-    for device, shape, grid in itertools.product(args.devices, shapes, grids):
+    for device, (shape, grid) in itertools.product(args.devices, cases):
         rows.append(run_case(device, shape, grid, args.min_run_time))
     columns = ["device", "shape", "grid", "clone_ms", "mix_ms", "mix/clone"]
     print_table(rows, [*columns, "full_index_ms", "full_index/mix"])
-    print(f"wrote {write_json('bench_mix', rows, args.out)}")
+    shares = [
+        step_share(device, args.min_run_time, 1 if args.quick else 5) for device in args.devices
+    ]
+    print_table(shares, ["device", "step", "plain_ms", "posemum_ms", "share"])
+    print(f"wrote {write_json('bench_mix', rows + shares, args.out)}")
+
+
+def step_share(device: str, min_run_time: float, rounds: int) -> dict[str, Any]:
+    """Forward + backward of the CPU-profile student with Pose-MUM vs with mixing paused."""
+    torch.manual_seed(0)
+    model = SimpleBaseline("resnet18", num_joints=17, width=0.25).to(device).train()
+    images = torch.randn(16, 3, 128, 96, device=device)
+    mum = PoseMUM(group_size=4, grid=(4, 4), generator=torch.Generator().manual_seed(0))
+    attach(model, mum, mix_at=["", "layer1", "layer2", "layer3"], unmix_at="layer4")
+
+    def step() -> None:
+        model.zero_grad(set_to_none=True)
+        model(images).square().mean().backward()
+
+    def paused_step() -> None:
+        with mum.paused():
+            step()
+
+    plain, mixed = [], []
+    for _ in range(rounds):  # interleaved, so that drifts in machine load hit both alike
+        plain.append(median_time(paused_step, min_run_time))
+        mixed.append(median_time(step, min_run_time))
+    t_plain, t_mixed = sorted(plain)[rounds // 2], sorted(mixed)[rounds // 2]
+    return {
+        "device": device,
+        "step": "cpu-profile student fwd+bwd",
+        "plain_ms": t_plain * 1e3,
+        "posemum_ms": t_mixed * 1e3,
+        "share": (t_mixed - t_plain) / t_plain,
+    }
 
 
 if __name__ == "__main__":

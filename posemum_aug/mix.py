@@ -99,9 +99,10 @@ class TilePlan:
         [1, 0]
     """
 
-    __slots__ = ("source",)
+    __slots__ = ("_inverse", "source")
 
     source: Tensor
+    _inverse: TilePlan | None
 
     def __init__(self, source: Tensor) -> None:
         check_min_dims("source", source, 3)
@@ -119,12 +120,14 @@ class TilePlan:
                 f"got source of shape {tuple(source.shape)} that is not"
             )
         self.source = source
+        self._inverse = None
 
     @classmethod
     def _trusted(cls, source: Tensor) -> TilePlan:
         """Wrap a ``source`` known to be valid (built by this module) without a device sync."""
         plan = cls.__new__(cls)
         plan.source = source
+        plan._inverse = None
         return plan
 
     @classmethod
@@ -176,11 +179,10 @@ class TilePlan:
             >>> torch.equal(p.inverse().inverse().source, p.source)
             True
         """
-        batch = torch.arange(self.batch_size, device=self.device).view(-1, 1, 1)
-        inverse = torch.empty_like(self.source).scatter_(
-            0, self.source, batch.expand_as(self.source)
-        )
-        return TilePlan._trusted(inverse)
+        if self._inverse is None:
+            # Where value b sits in source[:, i, j]: the argsort of a permutation.
+            self._inverse = TilePlan._trusted(self.source.argsort(dim=0))
+        return self._inverse
 
     def then(self, other: TilePlan) -> TilePlan:
         """Mixing with this plan and then with ``other``, as a single plan.
@@ -343,8 +345,7 @@ class _TilePermutation(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         (source,) = ctx.saved_tensors
-        inverse = TilePlan._trusted(source).inverse().source
-        return _apply_permutation(grad, inverse), None
+        return _apply_permutation(grad, source.argsort(dim=0)), None
 
 
 def _apply_permutation(x: Tensor, source: Tensor) -> Tensor:
@@ -360,8 +361,12 @@ def _mix_one(x: Tensor, plan: TilePlan, name: str) -> Tensor:
         )
     if x.numel() == 0:
         return x.clone()
-    source = plan.source.to(x.device, non_blocking=True)
-    return _apply_permutation(x, source)
+    source = plan.source
+    if source.device != x.device:
+        source = source.to(x.device, non_blocking=True)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _apply_permutation(x, source)
+    return _permute_tiles(x, source)
 
 
 @overload
