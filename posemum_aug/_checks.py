@@ -67,8 +67,12 @@ def check_flip_index(flip_index: Sequence[int], joints: int | None = None) -> tu
     index = tuple(int(i) for i in flip_index)
     if sorted(index) != list(range(len(index))):
         raise ValueError(f"flip_index must be a permutation of 0..{len(index) - 1}, got {index}")
-    if any(index[j] != i for i, j in enumerate(index)):
-        raise ValueError(f"flip_index must be its own inverse, got {index}")
+    for joint, partner in enumerate(index):
+        if index[partner] != joint:
+            raise ValueError(
+                f"flip_index must be its own inverse, got {index}: joint {joint} maps to "
+                f"{partner}, which maps to {index[partner]}"
+            )
     if joints is not None and len(index) != joints:
         raise ValueError(f"flip_index has {len(index)} entries for {joints} joints")
     return index
@@ -79,3 +83,15 @@ def check_non_negative_int(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return value
+
+
+def floating_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype of the first floating tensor of ``tensors``, else the default dtype.
+
+    Integer inputs of geometric functions are promoted with it instead of truncating the
+    result to integers.
+    """
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()

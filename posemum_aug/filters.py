@@ -54,7 +54,8 @@ def confidence_weights(
       percentage); keep a joint when its peak is at least the ``q``-quantile (linear
       interpolation) of the same joint's peaks across the batch. ``q = 0`` keeps every
       finite joint, ``q = 1`` only the highest of each joint, ``q = 0.25`` about the top
-      three quarters. Joints with non-finite heatmaps take no part in the quantile.
+      three quarters. Joints with non-finite heatmaps take no part in the quantile. An
+      empty batch (``B = 0``) has no quantile and gives empty weights ``(0, K)``.
 
     Raising ``threshold`` never adds a joint.
 
@@ -91,6 +92,8 @@ def confidence_weights(
         check_probability("threshold", threshold)
         work = torch.promote_types(heatmaps.dtype, torch.float32)  # quantile needs >= fp32
         peaks = peaks.to(work).masked_fill(~finite, float("nan"))
+        if peaks.shape[0] == 0:
+            return heatmaps.new_zeros(peaks.shape)
         cut = torch.nanquantile(peaks, threshold, dim=0, keepdim=True)
         keep = peaks >= cut
     else:

@@ -25,8 +25,14 @@ _LOG_EPS = 1e-10
 
 
 def _gaussian(d: Tensor, sigma: float) -> Tensor:
-    """Unnormalised 1-D Gaussian ``exp(-d^2 / (2 sigma^2))``, peak 1 at ``d = 0``."""
-    return torch.exp(d.square() / (-2.0 * sigma * sigma))
+    """Unnormalised 1-D Gaussian ``exp(-d^2 / (2 sigma^2))``, peak 1 at ``d = 0``.
+
+    ``d / sigma`` is capped at 40 (beyond which the Gaussian is 0 in every float dtype) and
+    ``sigma`` is floored at the dtype's smallest normal number, so a sigma far below a pixel
+    gives exactly 1 at ``d = 0`` and 0 elsewhere, never ``0 / 0``.
+    """
+    scale = max(sigma, torch.finfo(d.dtype).tiny)
+    return torch.exp(-0.5 * (d / scale).clamp(-40.0, 40.0).square())
 
 
 def _check_sigma(name: str, sigma: float) -> float:
@@ -57,8 +63,11 @@ def render_heatmaps(
       Differentiable in ``keypoints``.
 
     A joint gets weight 1 when it is visible (``visibility > 0``), its coordinates are
-    finite and its window covers at least one pixel of the map; otherwise weight 0 and an
-    all-zero heatmap.
+    finite and its heatmap is not all zero (its window covers a pixel of the map where the
+    Gaussian does not underflow in the dtype); otherwise weight 0 and an all-zero heatmap.
+    A ``sigma`` far below a pixel renders the Gaussian's limit: the classic target is one-hot
+    at the nearest pixel; an unbiased target is one-hot where the keypoint lies exactly on a
+    pixel centre and all zero (weight 0) elsewhere.
 
     Args:
         keypoints: ``(B, K, 2)`` floating ``(x, y)`` in heatmap pixels.
@@ -96,16 +105,15 @@ def render_heatmaps(
     finite = torch.isfinite(centre).all(-1)
     centre = torch.where(finite[..., None], centre, torch.zeros_like(centre))
 
-    def axis(c: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    def axis(c: Tensor, n: int) -> Tensor:
         d = torch.arange(n, dtype=keypoints.dtype, device=keypoints.device) - c[..., None]
-        inside = d.abs() <= radius
-        return torch.where(inside, _gaussian(d, sigma), torch.zeros_like(d)), inside.any(-1)
+        return torch.where(d.abs() <= radius, _gaussian(d, sigma), torch.zeros_like(d))
 
-    gx, hit_x = axis(centre[..., 0], width)
-    gy, hit_y = axis(centre[..., 1], height)
-    weights = ((visibility > 0) & finite & hit_x & hit_y).to(keypoints.dtype)
-    heatmaps = (gy * weights[..., None])[..., :, None] * gx[..., None, :]
-    return heatmaps, weights
+    gx, gy = axis(centre[..., 0], width), axis(centre[..., 1], height)
+    heatmaps = gy[..., :, None] * gx[..., None, :]
+    hit = (heatmaps > 0).flatten(2).any(-1)
+    weights = ((visibility > 0) & finite & hit).to(keypoints.dtype)
+    return heatmaps * weights[..., None, None], weights
 
 
 def _neighbourhood(maps: Tensor, x: Tensor, y: Tensor, radius: int) -> Tensor:
@@ -133,28 +141,59 @@ def _blur_kernel(size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     return taps / taps.sum()
 
 
-def _dark_offset(patch: Tensor, kernel: Tensor, interior_x: Tensor, interior_y: Tensor) -> Tensor:
-    """Newton step ``-H^-1 g`` on the log of the blurred 3 x 3 centre of ``patch``.
+def _axis_kernel(kernel: Tensor, reach: Tensor) -> Tensor:
+    """The smoothing taps cut to ``reach`` px from their centre and renormalised.
 
-    ``patch`` is ``(B, K, n, n)`` with ``n = len(kernel) + 2``. Derivatives use central
-    differences on the 3 x 3 block; an axis without both neighbours in the map is held
-    fixed. Steps where the Hessian is not negative definite are zero, others are clamped
-    to one pixel. Returns ``(B, K, 2)`` offsets ``(dx, dy)``.
+    ``kernel`` is the 1-D taps, ``reach`` ``(B, K)`` long; returns ``(B, K, len(kernel))``.
     """
-    rows = patch.unfold(-1, kernel.numel(), 1) @ kernel  # (B, K, n, 3): blurred along x
-    block = rows.transpose(-1, -2).unfold(-1, kernel.numel(), 1) @ kernel  # (B, K, 3, 3) [x, y]
+    radius = kernel.numel() // 2
+    distance = torch.arange(-radius, radius + 1, device=kernel.device).abs()
+    taps = torch.where(distance <= reach[..., None], kernel, torch.zeros_like(kernel))
+    return taps / taps.sum(-1, keepdim=True)
+
+
+def _dark_step(maps: Tensor, centre: Tensor, kernel: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """DARK's Newton step ``-H^-1 g`` on the log of the smoothed map at integer ``centre``.
+
+    ``maps`` is ``(B, K, h, w)``, ``centre`` ``(B, K, 2)`` long ``(x, y)``, ``kernel`` the
+    1-D smoothing taps (their dtype is the working dtype). Gradient and Hessian are central
+    differences on the smoothed 3 x 3 block around ``centre``; an axis without both
+    neighbours in the map is held fixed. Along each axis the smoothing reaches at most as
+    far beyond the 3-pixel stencil as the map goes on the nearer side, so it never reads
+    outside the map. The step is taken only where the Hessian is negative definite and the
+    step is finite and no longer, on each axis, than the data the expansion used (the
+    stencil and the smoothing's reach): a longer one extrapolates a nearly flat fit.
+
+    Returns:
+        ``(step, ok, axes)``: ``(B, K, 2)`` offsets ``(dx, dy)``, zero where not ``ok``;
+        ``(B, K)`` ``ok``; ``(B, K, 2)`` ``axes``, the axes that could be refined.
+    """
+    h, w = maps.shape[-2:]
+    x, y = centre.unbind(-1)
+    taps = kernel.numel()
+    reach = torch.stack(
+        (torch.minimum(x - 1, w - 2 - x), torch.minimum(y - 1, h - 2 - y)), dim=-1
+    ).clamp(0, taps // 2)
+    patch = _neighbourhood(maps, x, y, 1 + taps // 2).to(kernel.dtype)  # [dy, dx]
+    kx = _axis_kernel(kernel, reach[..., 0])[..., None, :, None]  # (B, K, 1, taps, 1)
+    ky = _axis_kernel(kernel, reach[..., 1])[..., None, :, None]
+    rows = (patch.unfold(-1, taps, 1) @ kx).squeeze(-1)  # (B, K, n, 3): smoothed along x
+    block = (rows.transpose(-1, -2).unfold(-1, taps, 1) @ ky).squeeze(-1)  # (B, K, 3, 3) [x, y]
     log = block.clamp_min(_LOG_EPS).log()
-    centre = log[..., 1, 1]
+    interior_x = (x > 0) & (x < w - 1)
+    interior_y = (y > 0) & (y < h - 1)
+    mid = log[..., 1, 1]
     gx = 0.5 * (log[..., 2, 1] - log[..., 0, 1]) * interior_x
     gy = 0.5 * (log[..., 1, 2] - log[..., 1, 0]) * interior_y
-    hxx = torch.where(interior_x, log[..., 2, 1] - 2 * centre + log[..., 0, 1], -1.0)
-    hyy = torch.where(interior_y, log[..., 1, 2] - 2 * centre + log[..., 1, 0], -1.0)
+    hxx = torch.where(interior_x, log[..., 2, 1] - 2 * mid + log[..., 0, 1], -1.0)
+    hyy = torch.where(interior_y, log[..., 1, 2] - 2 * mid + log[..., 1, 0], -1.0)
     hxy = 0.25 * (log[..., 2, 2] - log[..., 2, 0] - log[..., 0, 2] + log[..., 0, 0])
     hxy = hxy * (interior_x & interior_y)
     det = hxx * hyy - hxy * hxy
     step = torch.stack((hyy * gx - hxy * gy, hxx * gy - hxy * gx), dim=-1) / -det[..., None]
-    ok = (hxx < 0) & (det > 0) & torch.isfinite(step).all(-1)
-    return torch.where(ok[..., None], step.clamp(-1.0, 1.0), torch.zeros_like(step))
+    ok = (hxx < 0) & (det > 0) & (step.abs() <= 1 + reach).all(-1)  # NaN fails the bound
+    axes = torch.stack((interior_x, interior_y), dim=-1)
+    return torch.where(ok[..., None], step, torch.zeros_like(step)), ok, axes
 
 
 def decode_heatmaps(
@@ -168,19 +207,30 @@ def decode_heatmaps(
     The integer argmax is refined by one of:
 
     - ``"dark"`` (DARK, Zhang et al., CVPR 2020): smooth the map with a Gaussian of
-      ``blur_kernel`` taps (sigma by OpenCV's rule, 2.0 for 11 taps; zero padding), take
-      its log and move to the maximum of the second-order Taylor expansion at the argmax.
-      Exact for a Gaussian heatmap. Only the pixels around the argmax are smoothed, so
-      the cost does not grow with the map size.
+      ``blur_kernel`` taps (sigma by OpenCV's rule, 2.0 for 11 taps), take its log and move
+      to the maximum of its second-order Taylor expansion at the argmax: the Newton step
+      ``-H^-1 g`` with gradient and Hessian by central differences. Exact for a Gaussian
+      heatmap. A second Newton step is taken from the pixel nearest the first estimate,
+      where the expansion is more accurate: when a noise spike near the peak wins the
+      argmax, the first step lands short of the peak (a sigma-2 Gaussian at ``x = 20``
+      with a spike of 1.5 at ``x = 22``: argmax 22, one step 20.24, two steps 20.17). Only
+      the pixels around those points are smoothed, so the cost does not grow with the map
+      size.
     - ``"quarter"`` (SimpleBaseline): shift 0.25 px towards the higher neighbour on each
       axis.
     - ``"none"``: the integer argmax.
 
-    An axis is refined only where the argmax has a neighbour on both sides; the DARK step
-    is skipped where the log-map is not locally concave and is clamped to 1 px. Within
-    ``blur_kernel // 2 + 1`` px of the edge the smoothing's zero padding pulls the DARK
-    estimate inwards (for sigma 2 and 11 taps: about 0.05 px at 3 px from the edge, 0.2 px
-    at 2 px); clean Gaussian maps decode exactly with ``blur_kernel=1``.
+    An axis is refined only where the argmax has a neighbour on both sides. A DARK step is
+    taken only where the smoothed log-map is locally concave (negative definite Hessian),
+    the step is finite and, on each axis, no longer than the data the expansion used (the
+    3-pixel stencil plus the smoothing's reach: 6 px for 11 taps, 1 px next to the edge),
+    and the second step only where it refines the same axes as the first; otherwise the
+    previous estimate stays. The result is kept on the map (``[0, w - 1] x [0, h - 1]``).
+    Near the edge the smoothing shrinks so that it never reads outside the map: its taps
+    reach at most as far beyond the derivative stencil as the map goes on the nearer side
+    (no smoothing at 1 px from the edge). A clean Gaussian therefore decodes exactly up to
+    1 px from the edge, where zero padding would pull the estimate inwards (at a truth of
+    0.8 px: 1.46 with zero padding, against the argmax's 1).
 
     Vectorised over ``B`` and ``K`` with no host-device synchronisation. A joint whose map
     holds a NaN or an infinity (or whose sum overflows) gets score 0 and a finite but
@@ -198,8 +248,8 @@ def decode_heatmaps(
         ``(B, K)`` peak values of the input map, dtype and device of ``heatmaps``.
 
     Raises:
-        ValueError: on a bad shape or dtype, an unknown ``refine`` or an even or
-            non-positive ``blur_kernel``.
+        ValueError: on a bad shape or dtype, an empty map (``h`` or ``w`` is 0), an unknown
+            ``refine`` or an even or non-positive ``blur_kernel``.
 
     Example:
         >>> import torch
@@ -219,6 +269,8 @@ def decode_heatmaps(
     if not isinstance(blur_kernel, int) or blur_kernel < 1 or blur_kernel % 2 != 1:
         raise ValueError(f"blur_kernel must be a positive odd integer, got {blur_kernel!r}")
     h, w = heatmaps.shape[-2:]
+    if h == 0 or w == 0:
+        raise ValueError(f"heatmaps must have h, w >= 1, got {tuple(heatmaps.shape)}")
     work = torch.promote_types(heatmaps.dtype, torch.float32)  # sums, logs and solves
     flat = heatmaps.flatten(2)
     finite = flat.sum(-1, dtype=work).isfinite()  # one pass; NaN, +-inf or overflow
@@ -229,31 +281,41 @@ def decode_heatmaps(
     if refine == "none":
         return coords, scores
 
-    interior_x = (x > 0) & (x < w - 1)
-    interior_y = (y > 0) & (y < h - 1)
     if refine == "quarter":
         patch = _neighbourhood(heatmaps, x, y, 1)
         diff = torch.stack(
             (patch[..., 1, 2] - patch[..., 1, 0], patch[..., 2, 1] - patch[..., 0, 1]), -1
         )
-        interior = torch.stack((interior_x, interior_y), dim=-1)
-        offset = 0.25 * torch.sign(diff) * interior
-    else:
-        patch = _neighbourhood(heatmaps, x, y, 1 + blur_kernel // 2).to(work)
-        kernel = _blur_kernel(blur_kernel, work, heatmaps.device)
-        offset = _dark_offset(patch, kernel, interior_x, interior_y)
-    return (coords + offset).to(heatmaps.dtype), scores
+        interior = torch.stack(((x > 0) & (x < w - 1), (y > 0) & (y < h - 1)), dim=-1)
+        return (coords + 0.25 * torch.sign(diff) * interior).to(heatmaps.dtype), scores
+
+    kernel = _blur_kernel(blur_kernel, work, heatmaps.device)
+    argmax = torch.stack((x, y), dim=-1)
+    step, ok, axes = _dark_step(heatmaps, argmax, kernel)
+    estimate = torch.where(ok[..., None], argmax + step, argmax.to(work))
+    nearest = torch.floor(estimate + 0.5).long()
+    step, ok, same_axes = _dark_step(heatmaps, nearest, kernel)
+    ok = ok & (same_axes == axes).all(-1)
+    estimate = torch.where(ok[..., None], nearest + step, estimate)
+    limit = torch.tensor([w - 1, h - 1], dtype=work, device=heatmaps.device)
+    return torch.minimum(estimate.clamp_min(0), limit).to(heatmaps.dtype), scores
 
 
 def flip_heatmaps(heatmaps: Tensor, flip_index: Sequence[int] | Tensor) -> Tensor:
-    """Flip heatmaps horizontally (``x -> w - 1 - x``) and swap left and right joints.
+    """Mirror heatmaps about their centre column (``x -> w - 1 - x``) and swap left and right.
 
-    This flips about the heatmap's own centre. Under the ``x_h = x / stride`` convention
-    the image flip ``x -> W - 1 - x`` lands at ``x_h -> (W - 1) / stride - x_h``, which is
-    ``1 - 1 / stride`` px away from ``w - 1 - x_h`` when ``W = stride * w`` (SimpleBaseline
-    shifts flipped maps by one pixel to compensate). For the exact image flip, warp with
-    :func:`warp_heatmaps` and :func:`~posemum_aug.keypoints.heatmap_matrix` of the
-    image's flip matrix.
+    This is the flip of the heatmap's own pixel grid: a pure permutation of pixels, lossless
+    and its own inverse, and the exact image flip when heatmap and image pixels coincide
+    (stride 1). It is *not* the image flip at a stride: under the library's
+    ``x_h = x / stride`` convention the image flip ``x -> W - 1 - x`` maps heatmap points by
+    ``x_h -> (W - 1) / stride - x_h``, which is ``1 - 1 / stride`` px (0.75 px at stride 4)
+    to the right of ``w - 1 - x_h`` when ``W = stride * w``. Use it to compare a map with
+    the mirror-view map on the same grid
+    (:func:`~posemum_aug.filters.flip_consistency_weights`, which states that offset). For
+    targets and for the flip test (averaging with the prediction on the mirrored image),
+    use the exact image flip: :func:`~posemum_aug.transforms.apply_pose_flip`, or
+    :func:`warp_heatmaps` with :func:`~posemum_aug.keypoints.heatmap_matrix` of
+    :func:`~posemum_aug.transforms.flip_matrix`, then the joints permuted by ``flip_index``.
 
     Args:
         heatmaps: ``(..., K, h, w)``.
@@ -263,7 +325,8 @@ def flip_heatmaps(heatmaps: Tensor, flip_index: Sequence[int] | Tensor) -> Tenso
         ``(..., K, h, w)`` flipped maps, same dtype and device.
 
     Raises:
-        ValueError: on a bad shape or ``flip_index``.
+        ValueError: on a bad shape, or a ``flip_index`` that is not a permutation of the
+            ``K`` joints that is its own inverse.
 
     Example:
         >>> import torch

@@ -23,6 +23,7 @@ from posemum_aug._checks import (
     check_pair,
     check_positive_int,
     check_shape,
+    floating_dtype,
 )
 
 __all__ = [
@@ -346,20 +347,22 @@ def as_flip_index(
 
     Raises:
         ValueError: if the length differs from ``num_joints``, or a sequence is not a
-            permutation of ``0..K-1`` (a tensor is not inspected, to avoid a device sync).
+            permutation of ``0..K-1`` that is its own inverse (the error names the first
+            joint whose partner does not map back to it). A tensor is not inspected, to
+            avoid a device sync.
 
     Example:
         >>> as_flip_index([1, 0], 2, torch.device("cpu"))
         tensor([1, 0])
+        >>> as_flip_index([1, 2, 0], 3, torch.device("cpu"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: flip_index must be its own inverse, ...: joint 0 maps to 1, which maps to 2
     """
     if isinstance(flip_index, Tensor):
         index = flip_index.to(device=device, dtype=torch.long)
     else:
-        if sorted(int(i) for i in flip_index) != list(range(num_joints)):
-            raise ValueError(
-                f"flip_index must be a permutation of 0..{num_joints - 1}, got {list(flip_index)}"
-            )
-        index = torch.tensor([int(i) for i in flip_index], dtype=torch.long, device=device)
+        index = torch.tensor(check_flip_index(flip_index), dtype=torch.long, device=device)
     check_shape("flip_index", index, (num_joints,))
     return index
 
@@ -417,14 +420,18 @@ def affine_keypoints(keypoints: Tensor, matrix: Tensor) -> Tensor:
     """Apply one affine map per sample: ``p -> A p + t``.
 
     A ``(B, 3, 3)`` matrix is read as the homogeneous form of an affine map: its last row
-    is assumed to be ``(0, 0, 1)`` and is not used. Differentiable in both inputs.
+    is assumed to be ``(0, 0, 1)`` and is not used. Differentiable in both inputs. Integer
+    keypoints are promoted to the matrix's dtype if it is floating, else to the default
+    dtype, so the result is never truncated.
 
     Args:
-        keypoints: ``(B, K, 2)`` floating ``(x, y)``.
-        matrix: ``(B, 2, 3)`` or ``(B, 3, 3)``; cast to the keypoints' dtype and device.
+        keypoints: ``(B, K, 2)`` ``(x, y)``, floating or integer.
+        matrix: ``(B, 2, 3)`` or ``(B, 3, 3)``; cast to the result's dtype and the
+            keypoints' device.
 
     Returns:
-        ``(B, K, 2)`` mapped keypoints, dtype and device of ``keypoints``.
+        ``(B, K, 2)`` mapped keypoints on the keypoints' device, in their dtype if they are
+        floating (else as above).
 
     Raises:
         ValueError: on bad shapes or mismatched batch sizes.
@@ -435,11 +442,15 @@ def affine_keypoints(keypoints: Tensor, matrix: Tensor) -> Tensor:
         >>> affine_keypoints(torch.tensor([[[1.0, 1.0], [3.0, 0.0]]]), shift)
         tensor([[[ 3.,  1.],
                  [ 7., -1.]]])
+        >>> affine_keypoints(torch.tensor([[[3, 5]]]), shift / 4)
+        tensor([[[1.7500, 2.2500]]])
     """
     check_shape("keypoints", keypoints, (None, None, 2))
     check_affine_matrix(matrix, keypoints.shape[0])
-    m = matrix.to(keypoints)
-    return torch.baddbmm(m[:, None, :2, 2], keypoints, m[:, :2, :2].transpose(1, 2))
+    dtype = floating_dtype(keypoints, matrix)
+    m = matrix.to(device=keypoints.device, dtype=dtype)
+    points = keypoints.to(dtype)
+    return torch.baddbmm(m[:, None, :2, 2], points, m[:, :2, :2].transpose(1, 2))
 
 
 def invert_affine(matrix: Tensor) -> Tensor:
@@ -517,11 +528,13 @@ def heatmap_matrix(matrix: Tensor, stride: float) -> Tensor:
     the image's matrix (:func:`~posemum_aug.heatmap.warp_heatmaps`).
 
     Args:
-        matrix: ``(B, 2, 3)`` or ``(B, 3, 3)`` image-pixel map.
+        matrix: ``(B, 2, 3)`` or ``(B, 3, 3)`` image-pixel map; an integer matrix is
+            promoted to the default dtype.
         stride: image pixels per heatmap pixel (4 for SimpleBaseline / HRNet), > 0.
 
     Returns:
-        Same shape, dtype and device, in heatmap pixels.
+        Same shape and device, in heatmap pixels; the matrix's dtype if it is floating,
+        else the default dtype.
 
     Raises:
         ValueError: on a bad shape or a non-positive stride.
@@ -536,8 +549,9 @@ def heatmap_matrix(matrix: Tensor, stride: float) -> Tensor:
     check_affine_matrix(matrix)
     if not 0.0 < float(stride) < float("inf"):
         raise ValueError(f"stride must be positive and finite, got {stride!r}")
-    scale = torch.ones(matrix.shape[1:], dtype=matrix.dtype, device=matrix.device)
+    dtype = floating_dtype(matrix)
+    scale = torch.ones(matrix.shape[1:], dtype=dtype, device=matrix.device)
     scale[:2, 2] = 1.0 / stride
     if matrix.shape[1] == 3:
         scale[2, :2] = stride
-    return matrix * scale
+    return matrix.to(dtype) * scale

@@ -33,12 +33,14 @@ from torch import Tensor, nn
 from posemum_aug._checks import (
     check_flip_index,
     check_min_dims,
+    check_non_negative_int,
     check_pair,
     check_positive_int,
     check_probability,
     check_shape,
+    floating_dtype,
 )
-from posemum_aug.heatmap import flip_heatmaps, warp_heatmaps
+from posemum_aug.heatmap import warp_heatmaps
 from posemum_aug.keypoints import (
     affine_keypoints,
     flip_keypoints,
@@ -193,8 +195,10 @@ def pose_affine_matrix(magnification: Tensor, rotation: Tensor, size: Sequence[i
         size: Image size ``(H, W)``; output and source share it.
 
     Returns:
-        Affine matrices ``(B, 2, 3)`` mapping source pixels to output pixels, with
-        ``magnification``'s dtype and device.
+        Affine matrices ``(B, 2, 3)`` mapping source pixels to output pixels, on
+        ``magnification``'s device, in its dtype if it is floating, else in ``rotation``'s
+        if that is floating, else in the default dtype (integer inputs are promoted, never
+        truncated).
 
     Raises:
         ValueError: If ``magnification`` and ``rotation`` are not matching ``(B,)`` tensors or
@@ -210,6 +214,8 @@ def pose_affine_matrix(magnification: Tensor, rotation: Tensor, size: Sequence[i
     height, width = check_pair("size", size)
     check_shape("magnification", magnification, (None,))
     check_shape("rotation", rotation, magnification.shape)
+    dtype = floating_dtype(magnification, rotation)
+    magnification = magnification.to(dtype)
     centre = magnification.new_tensor([(width - 1) / 2, (height - 1) / 2])
     batch = magnification.shape[0]
     scale = magnification[:, None].expand(batch, 2)
@@ -264,7 +270,7 @@ def sample_pose_affine(
     CPU generator), so the matrices are the same on every device.
 
     Args:
-        batch_size: Number of matrices ``B``.
+        batch_size: Number of matrices ``B`` (0 gives an empty batch).
         size: Image size ``(H, W)``.
         scale_sigma: Standard deviation of the crop scale.
         scale_range: ``(low, high)`` clip of the crop scale, ``0 < low <= high``.
@@ -279,8 +285,8 @@ def sample_pose_affine(
         Affine matrices ``(B, 2, 3)`` mapping source pixels to output pixels.
 
     Raises:
-        ValueError: If ``batch_size`` or ``size`` is not positive or a distribution parameter
-            is out of range.
+        ValueError: If ``batch_size`` is negative, ``size`` is not positive or a
+            distribution parameter is out of range.
 
     Example:
         >>> import torch
@@ -291,7 +297,7 @@ def sample_pose_affine(
         >>> torch.allclose(m[..., :2] @ centre[..., None] + m[..., 2:], centre[..., None])
         True
     """
-    check_positive_int("batch_size", batch_size)
+    check_non_negative_int("batch_size", batch_size)
     check_pair("size", size)
     _check_affine_distribution(scale_sigma, scale_range, rotation_sigma, rotation_limit, rotation_p)
     f64 = torch.float64
@@ -315,7 +321,7 @@ def sample_pose_flip(
     """Sample which samples of a batch to flip horizontally.
 
     Args:
-        batch_size: Number of flags ``B``.
+        batch_size: Number of flags ``B`` (0 gives an empty batch).
         p: Probability that a sample is flipped.
         generator: CPU random generator, or ``None`` for the global one.
         device: Device of the result.
@@ -324,14 +330,14 @@ def sample_pose_flip(
         ``(B,)`` bool flags.
 
     Raises:
-        ValueError: If ``batch_size`` is not positive or ``p`` is not a probability.
+        ValueError: If ``batch_size`` is negative or ``p`` is not a probability.
 
     Example:
         >>> import torch
         >>> sample_pose_flip(3, p=1.0)
         tensor([True, True, True])
     """
-    check_positive_int("batch_size", batch_size)
+    check_non_negative_int("batch_size", batch_size)
     check_probability("p", p)
     return (torch.rand(batch_size, generator=generator) < p).to(device)
 
@@ -566,8 +572,17 @@ def apply_pose_flip(
 
     Images flip along their width; keypoints map ``x -> W - 1 - x`` and, with visibility
     and heatmap channels, are permuted by ``flip_index``
-    (:func:`~posemum_aug.keypoints.flip_keypoints`, :func:`~posemum_aug.heatmap.flip_heatmaps`).
-    Heatmaps flip about their own centre column ``(w - 1) / 2``.
+    (:func:`~posemum_aug.keypoints.flip_keypoints`). Heatmaps of stride ``s = H / h`` move
+    with the same image flip expressed in heatmap pixels,
+    ``x_h -> (W - 1) / s - x_h`` (:func:`~posemum_aug.keypoints.heatmap_matrix` of
+    :func:`flip_matrix`, warped bilinearly as in :func:`apply_pose_affine`), so a flipped
+    target peaks where the flipped keypoint lands. At stride 1 this is the mirror
+    ``x -> w - 1 - x``; at stride 4 it is the mirror shifted right by 0.75 px, which
+    :func:`~posemum_aug.heatmap.flip_heatmaps` (the mirror alone) would miss. The shift
+    resamples the maps: flipping twice returns images, keypoints and visibility exactly,
+    and heatmaps smoothed along ``x`` by ``(f (1 - f), f^2 + (1 - f)^2, f (1 - f))`` with
+    ``f = 1 - 1 / s`` (column 0 comes back dimmer: the first flip fills it from beyond the
+    map's last column, which reads as 0).
 
     Args:
         image: Images ``(B, C, H, W)``, any dtype.
@@ -575,14 +590,15 @@ def apply_pose_flip(
         flip_index: The skeleton's joint permutation, of length ``K``.
         keypoints: ``(B, K, 2)`` as ``(x, y)`` image pixels.
         visibility: ``(B, K)``; needs ``keypoints``.
-        heatmaps: ``(B, K, h, w)``.
+        heatmaps: Floating ``(B, K, h, w)`` with ``H / h == W / w``.
 
     Returns:
         The transformed inputs (``None`` for those not given), ``params=flags``.
 
     Raises:
-        ValueError: If a shape is wrong, ``flags`` is not bool, or ``flip_index`` is not a
-            self-inverse permutation of the ``K`` joints.
+        ValueError: If a shape is wrong, ``flags`` is not bool, the heatmaps are not
+            floating or their aspect ratio differs from the image's, or ``flip_index`` is
+            not a self-inverse permutation of the ``K`` joints.
 
     Example:
         >>> import torch
@@ -592,6 +608,11 @@ def apply_pose_flip(
         >>> out.image, out.keypoints
         (tensor([[[[2., 1., 0.]]]]), tensor([[[1., 0.],
                  [2., 0.]]]))
+        >>> heatmaps = torch.zeros(1, 1, 1, 4)
+        >>> heatmaps[..., 1] = 1.0  # image x = 4 at stride 4, flipped to x = 11: 2.75
+        >>> apply_pose_flip(torch.zeros(1, 1, 4, 16), torch.tensor([True]), [0],
+        ...                 heatmaps=heatmaps).heatmaps
+        tensor([[[[0.0000, 0.0000, 0.2500, 0.7500]]]])
     """
     _check_pose_inputs(image, keypoints, visibility, heatmaps)
     _check_flags(flags, image.shape[0])
@@ -606,7 +627,12 @@ def apply_pose_flip(
         if visibility is not None:
             out_visibility = _where_flagged(flags, flipped_visibility, visibility)
     if heatmaps is not None:
-        out_heatmaps = _where_flagged(flags, flip_heatmaps(heatmaps, index), heatmaps)
+        stride = _heatmap_stride(image, heatmaps)
+        flips = flip_matrix(image.shape[-1], flags.to(heatmaps.device), dtype=heatmaps.dtype)
+        size = (heatmaps.shape[-2], heatmaps.shape[-1])
+        moved = warp_heatmaps(heatmaps, heatmap_matrix(flips, stride), size)
+        swapped = moved.index_select(1, torch.tensor(index, device=heatmaps.device))
+        out_heatmaps = _where_flagged(flags, swapped, heatmaps)
     return PoseTransformResult(out_image, out_keypoints, out_visibility, out_heatmaps, flags)
 
 
@@ -839,7 +865,8 @@ class RandomPoseFlip(nn.Module):
             image: Images ``(B, C, H, W)``.
             keypoints: ``(B, K, 2)`` as ``(x, y)`` image pixels.
             visibility: ``(B, K)``, permuted with the joints.
-            heatmaps: ``(B, K, h, w)``.
+            heatmaps: Floating ``(B, K, h, w)`` with ``H / h == W / w``, moved with the
+                image flip (see :func:`apply_pose_flip`).
             params: ``(B,)`` bool flags of an earlier call, to replay it.
             generator: CPU random generator for the sampling.
 
@@ -847,7 +874,8 @@ class RandomPoseFlip(nn.Module):
             The transformed inputs and the flags.
 
         Raises:
-            ValueError: If a shape is wrong.
+            ValueError: If a shape is wrong or the heatmaps' aspect ratio differs from the
+                image's.
         """
         if params is None:
             check_shape("image", image, (None, None, None, None))

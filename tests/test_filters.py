@@ -234,6 +234,21 @@ def test_hard_targets_monotone_in_threshold(
 
 
 # --------------------------------------------------------------------------------------------
+# Empty batches
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_empty_batch_gives_empty_weights(name: str) -> None:
+    weights = FILTERS[name](torch.zeros(0, 17, *SIZE))
+    assert weights.shape == (0, 17) and weights.dtype == torch.float32
+
+
+def test_empty_batch_gives_empty_hard_targets() -> None:
+    targets, weights = hard_targets(torch.zeros(0, 3, *SIZE))
+    assert targets.shape == (0, 3, *SIZE) and weights.shape == (0, 3)
+
+
+# --------------------------------------------------------------------------------------------
 # Validation
 
 BAD_CALLS: dict[str, Callable[[], object]] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -290,6 +291,26 @@ def test_heatmap_matrix_commutes_with_scaling(seed: int, stride: float) -> None:
     torch.testing.assert_close(heatmap_matrix(mh, 1 / stride), m)
 
 
+def test_integer_inputs_are_promoted_not_truncated() -> None:
+    half = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])
+    out = affine_keypoints(torch.tensor([[[10, 20], [3, 5]]]), half)
+    assert out.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(out, torch.tensor([[[5.0, 10.0], [1.5, 2.5]]]))
+    # integer keypoints take a floating matrix's dtype; both integer: the default dtype
+    wide = affine_keypoints(torch.tensor([[[3, 5]]]), half.double())
+    assert wide.dtype == torch.float64
+    torch.testing.assert_close(wide, torch.tensor([[[1.5, 2.5]]], dtype=torch.float64))
+    shift = affine_keypoints(torch.tensor([[[3, 5]]]), torch.tensor([[[1, 0, 2], [0, 1, -1]]]))
+    torch.testing.assert_close(shift, torch.tensor([[[5.0, 4.0]]]))
+    image = torch.tensor([[[1, 0, 10], [0, 2, 6], [0, 0, 1]]])
+    mh = heatmap_matrix(image, 4)
+    assert mh.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(
+        mh, torch.tensor([[[1.0, 0.0, 2.5], [0.0, 2.0, 1.5], [0.0, 0.0, 1.0]]])
+    )
+    torch.testing.assert_close(heatmap_matrix(image[:, :2], 4), mh[:, :2])
+
+
 def test_heatmap_matrix_errors() -> None:
     with pytest.raises(ValueError, match="stride"):
         heatmap_matrix(torch.eye(3)[None], 0.0)
@@ -318,6 +339,44 @@ def test_visible_in_frame_never_adds_and_keeps_shape(seed: int, batch: int, h: i
     inside = (kp[..., 0] >= 0) & (kp[..., 0] <= w - 1) & (kp[..., 1] >= 0) & (kp[..., 1] <= h - 1)
     assert out.shape == vis.shape
     assert torch.equal(out, vis * inside)
+
+
+# --- empty batches ------------------------------------------------------------------------
+
+EMPTY_CALLS: dict[str, tuple[Callable[[], object], list[tuple[int, ...]]]] = {
+    "affine_keypoints": (
+        lambda: affine_keypoints(torch.zeros(0, 3, 2), torch.zeros(0, 2, 3)),
+        [(0, 3, 2)],
+    ),
+    "flip_keypoints": (
+        lambda: flip_keypoints(torch.zeros(0, 3, 2), torch.ones(0, 3), 8, [1, 0, 2]),
+        [(0, 3, 2), (0, 3)],
+    ),
+    "heatmap_matrix": (lambda: heatmap_matrix(torch.zeros(0, 3, 3), 4), [(0, 3, 3)]),
+    "invert_affine": (lambda: invert_affine(torch.zeros(0, 2, 3)), [(0, 2, 3)]),
+    "visible_in_frame": (
+        lambda: visible_in_frame(torch.zeros(0, 3, 2), torch.ones(0, 3), (8, 6)),
+        [(0, 3)],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY_CALLS))
+def test_empty_batch_gives_empty_outputs(name: str) -> None:
+    call, shapes = EMPTY_CALLS[name]
+    out = call()
+    outputs = list(out) if isinstance(out, tuple) else [out]
+    assert [tuple(t.shape) for t in outputs] == shapes
+
+
+def test_flip_index_errors_name_the_first_unpaired_joint() -> None:
+    message = r"its own inverse, got \(1, 2, 0\): joint 0 maps to 1, which maps to 2"
+    with pytest.raises(ValueError, match=message):
+        as_flip_index([1, 2, 0], 3, torch.device("cpu"))
+    with pytest.raises(ValueError, match=message):
+        Skeleton(("a", "b", "c"), (1, 2, 0), (0.1, 0.1, 0.1))
+    with pytest.raises(ValueError, match="joint 1 maps to 3, which maps to 2"):
+        flip_keypoints(torch.zeros(1, 4, 2), torch.ones(1, 4), 8, [0, 3, 1, 2])
 
 
 # --- dtype / device -----------------------------------------------------------------------

@@ -23,8 +23,10 @@ from posemum_aug.keypoints import (
 from posemum_aug.transforms import (
     JointCutout,
     JointCutoutParams,
+    PoseTransformResult,
     RandomPoseAffine,
     RandomPoseFlip,
+    apply_joint_cutout,
     apply_pose_affine,
     apply_pose_flip,
     compose_affine,
@@ -82,9 +84,77 @@ def test_flip_twice_is_identity(
     torch.testing.assert_close(twice.keypoints, keypoints, rtol=0, atol=1e-5)
     assert torch.equal(twice.image, image)
     assert torch.equal(twice.visibility, visibility)
-    assert torch.equal(twice.heatmaps, heatmaps)
+    # Heatmaps move by a fraction f = 1 - 1 / stride of a pixel each time and are resampled
+    # bilinearly: twice is the identity smoothed by (f (1 - f), f^2 + (1 - f)^2, f (1 - f)),
+    # except in column 0, which the first flip fills from beyond the map's last column.
+    f = 0.75
+    taps = torch.tensor([f * (1 - f), f * f + (1 - f) * (1 - f), f * (1 - f)], device=device)
+    rows = heatmaps.reshape(-1, 1, heatmaps.shape[-1])
+    smoothed = torch.nn.functional.conv1d(rows, taps.view(1, 1, 3), padding=1)
+    flagged = once.params.view(-1, 1, 1, 1)
+    expected = torch.where(flagged, smoothed.view_as(heatmaps), heatmaps)
+    torch.testing.assert_close(twice.heatmaps[..., 1:], expected[..., 1:])
     if p in (0.0, 1.0):
         assert torch.equal(once.params, torch.full((batch,), p == 1.0, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    ("size", "stride"), [((256, 192), 4), ((40, 30), 2.5), ((24, 18), 1)], ids=str
+)
+@given(seed=seeds, batch=st.integers(1, 3), skeleton=SKELETONS)
+def test_flipped_heatmaps_are_the_targets_of_the_flipped_keypoints(
+    device: str,
+    size: tuple[int, int],
+    stride: float,
+    seed: int,
+    batch: int,
+    skeleton: Skeleton,
+) -> None:
+    # One flip, one answer: flipping rendered targets with the image equals rendering the
+    # flipped keypoints, up to bilinear resampling, away from the side columns.
+    g = generator(seed)
+    joints = skeleton.num_joints
+    heatmap_size = (round(size[0] / stride), round(size[1] / stride))
+    height, width = heatmap_size
+    low = torch.tensor([4.0, 4.0], dtype=torch.float64)
+    span = torch.tensor([width - 9.0, height - 9.0], dtype=torch.float64)
+    points = (torch.rand(batch, joints, 2, generator=g, dtype=torch.float64) * span + low) * stride
+    points, visible = points.to(device), torch.ones(batch, joints, device=device)
+    image = torch.zeros(batch, 1, *size, device=device)
+    flags = torch.ones(batch, dtype=torch.bool, device=device)
+
+    def targets(keypoints: torch.Tensor) -> torch.Tensor:
+        return render_heatmaps(
+            keypoints / stride, visible, heatmap_size, 2.0, unbiased=True, truncate=6.0
+        )[0]
+
+    out = apply_pose_flip(image, flags, skeleton.flip_index, points, visible, targets(points))
+    assert out.heatmaps is not None and out.keypoints is not None
+    expected = targets(out.keypoints)
+    # bilinear resampling of a sigma-2 Gaussian is off by at most about 0.03
+    torch.testing.assert_close(out.heatmaps[..., 1:-1], expected[..., 1:-1], rtol=0, atol=0.035)
+    peaks, _ = decode_heatmaps(out.heatmaps, blur_kernel=1)
+    torch.testing.assert_close(peaks, out.keypoints / stride, rtol=0, atol=0.05)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@given(seed=seeds, batch=st.integers(1, 4))
+def test_flip_moves_heatmaps_like_the_affine_with_the_flip_matrix(
+    device: str, seed: int, batch: int
+) -> None:
+    image, keypoints, visibility, heatmaps = pose_batch(seed, batch, 17, (64, 48), 4, device)
+    flags = sample_pose_flip(batch, generator=generator(seed), device=device)
+    flipped = apply_pose_flip(image, flags, COCO_17.flip_index, keypoints, visibility, heatmaps)
+    moved = apply_pose_affine(image, flip_matrix(48, flags), keypoints, visibility, heatmaps)
+    index = torch.tensor(COCO_17.flip_index, device=device)
+    swap = flags.view(-1, 1, 1, 1)
+    assert moved.heatmaps is not None and flipped.heatmaps is not None
+    swapped = torch.where(swap, moved.heatmaps[:, index], moved.heatmaps)
+    torch.testing.assert_close(flipped.heatmaps, swapped)
+    assert flipped.keypoints is not None and moved.keypoints is not None
+    unswapped = torch.where(swap[..., 0], flipped.keypoints[:, index], flipped.keypoints)
+    torch.testing.assert_close(unswapped, moved.keypoints)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -101,23 +171,20 @@ def test_flip_moves_pixels_and_swaps_joints(
     image = torch.zeros(batch, joints, height, width)
     image[torch.arange(batch)[:, None], torch.arange(joints), y, x] = 1.0
     keypoints = torch.stack((x, y), dim=-1).float()
-    heatmaps = torch.rand(batch, joints, 5, 6, generator=g)
     flags = sample_pose_flip(batch, generator=g)
-    image, keypoints, heatmaps, flags = (t.to(device) for t in (image, keypoints, heatmaps, flags))
+    image, keypoints, flags = (t.to(device) for t in (image, keypoints, flags))
 
-    out = apply_pose_flip(image, flags, skeleton.flip_index, keypoints, heatmaps=heatmaps)
+    out = apply_pose_flip(image, flags, skeleton.flip_index, keypoints)
     index = torch.tensor(skeleton.flip_index, device=device)
     for b in range(batch):
         if flags[b]:
             assert torch.equal(out.image[b], image[b].flip(-1))
-            assert torch.equal(out.heatmaps[b], heatmaps[b, index].flip(-1))
             expected = keypoints[b, index]
             expected[:, 0] = width - 1 - expected[:, 0]
             assert torch.equal(out.keypoints[b], expected)
         else:
             assert torch.equal(out.image[b], image[b])
             assert torch.equal(out.keypoints[b], keypoints[b])
-            assert torch.equal(out.heatmaps[b], heatmaps[b])
     # Image channel k is lit where the output puts joint flip_index[k] (flipped) or k (not).
     owner = torch.where(flags[:, None], index, torch.arange(joints, device=device))
     lit = out.keypoints.gather(1, owner[..., None].expand(-1, -1, 2)).long()
@@ -255,6 +322,16 @@ def test_pose_affine_matrix_rotates_counter_clockwise_about_the_centre() -> None
     torch.testing.assert_close(
         moved[1], torch.tensor([[5.0, 4.0], [3.0, 4.0]], dtype=torch.float64)
     )
+
+
+def test_pose_affine_matrix_promotes_integer_inputs() -> None:
+    # the centre of a 5 x 8 image is (3.5, 2): an integer matrix would truncate it
+    expected = torch.tensor([[[2.0, 0.0, -3.5], [0.0, 2.0, -2.0]]])
+    out = pose_affine_matrix(torch.tensor([2]), torch.tensor([0]), (5, 8))
+    assert out.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(out, expected)
+    wide = pose_affine_matrix(torch.tensor([2]), torch.tensor([0.0], dtype=torch.float64), (5, 8))
+    torch.testing.assert_close(wide, expected.double())
 
 
 def test_sample_pose_affine_follows_the_sshpe_distribution() -> None:
@@ -467,6 +544,80 @@ def test_real_annotations_swap_left_and_right_under_flip() -> None:
             )
             torch.testing.assert_close(out.keypoints[0, left], mirrored)
             assert out.visibility[0, left] == visibility[0, right]
+
+
+# --------------------------------------------------------------------------------------------
+# Empty batches
+
+
+def empty_pose_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(image, keypoints, visibility, heatmaps)`` of a batch of 0 at stride 4, 17 joints."""
+    return (
+        torch.zeros(0, 3, 32, 24),
+        torch.zeros(0, 17, 2),
+        torch.ones(0, 17),
+        torch.zeros(0, 17, 8, 6),
+    )
+
+
+def fields(result: PoseTransformResult[Any]) -> list[torch.Tensor | None]:
+    return [result.image, result.keypoints, result.visibility, result.heatmaps]
+
+
+NO_BOXES = JointCutoutParams(
+    torch.zeros(0, 5, 2), torch.zeros(0, 5, dtype=torch.long), torch.zeros(0, 5, dtype=torch.bool)
+)
+NO_MATRIX = torch.zeros(0, 2, 3)
+NO_FLAGS = torch.zeros(0, dtype=torch.bool)
+POSE_SHAPES = [(0, 3, 32, 24), (0, 17, 2), (0, 17), (0, 17, 8, 6)]
+
+EMPTY_CALLS: dict[str, tuple[Callable[[], list[Any]], list[tuple[int, ...]]]] = {
+    "compose_affine": (lambda: [compose_affine(NO_MATRIX, torch.zeros(0, 3, 3))], [(0, 2, 3)]),
+    "flip_matrix": (lambda: [flip_matrix(24, NO_FLAGS)], [(0, 2, 3)]),
+    "pose_affine_matrix": (
+        lambda: [pose_affine_matrix(torch.zeros(0), torch.zeros(0), (32, 24))],
+        [(0, 2, 3)],
+    ),
+    "sample_pose_affine": (lambda: [sample_pose_affine(0, (32, 24))], [(0, 2, 3)]),
+    "sample_pose_flip": (lambda: [sample_pose_flip(0)], [(0,)]),
+    "sample_joint_cutout": (
+        lambda: list(vars(sample_joint_cutout(*empty_pose_batch()[1:3])).values()),
+        [(0, 5, 2), (0, 5), (0, 5)],
+    ),
+    "warp_images": (lambda: [warp_images(empty_pose_batch()[0], NO_MATRIX)], [(0, 3, 32, 24)]),
+    "apply_pose_affine": (
+        lambda: fields(
+            apply_pose_affine(empty_pose_batch()[0], NO_MATRIX, *empty_pose_batch()[1:])
+        ),
+        POSE_SHAPES,
+    ),
+    "apply_pose_flip": (
+        lambda: fields(
+            apply_pose_flip(
+                empty_pose_batch()[0], NO_FLAGS, COCO_17.flip_index, *empty_pose_batch()[1:]
+            )
+        ),
+        POSE_SHAPES,
+    ),
+    "joint_cutout_mask": (lambda: [joint_cutout_mask(NO_BOXES, (32, 24))], [(0, 32, 24)]),
+    "apply_joint_cutout": (
+        lambda: [apply_joint_cutout(empty_pose_batch()[0], NO_BOXES)],
+        [(0, 3, 32, 24)],
+    ),
+    **{
+        f"module_{name}": (
+            lambda name=name: fields(make_transform(name)(*empty_pose_batch())),
+            POSE_SHAPES,
+        )
+        for name in ("affine", "flip", "cutout")
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY_CALLS))
+def test_empty_batch_gives_empty_outputs(name: str) -> None:
+    call, shapes = EMPTY_CALLS[name]
+    assert [tuple(t.shape) for t in call()] == shapes
 
 
 # --------------------------------------------------------------------------------------------
