@@ -107,23 +107,25 @@ def flip_consistency_weights(
     flip_index: Sequence[int] | Tensor,
     max_distance: float = 2.0,
     *,
+    stride: float = 1.0,
     refine: Refine = "dark",
 ) -> Tensor:
     """Keep the joints the teacher places alike on an image and on its mirror image.
 
-    ``flipped_heatmaps`` is the teacher's output on the horizontally flipped input. It is
-    flipped back (:func:`~posemum_aug.heatmap.flip_heatmaps`, which swaps left and right
-    joints) and a joint is kept when the decoded peaks of the two maps lie within
-    ``max_distance`` heatmap pixels. ``flip_heatmaps`` flips about the heatmap's centre
-    column: at stride ``s`` that differs from the image flip by ``1 - 1 / s`` px in ``x``
-    (0.75 px at stride 4), so a perfectly consistent teacher shows that distance; keep
-    ``max_distance`` well above it.
+    ``flipped_heatmaps`` is the teacher's output on the horizontally flipped input. Its
+    decoded peaks are taken back through the image flip: joints swap by ``flip_index``
+    and ``x -> W - 1 - x`` in image pixels, which is ``x_h -> w - 1 / stride - x_h`` in
+    heatmap pixels (:func:`~posemum_aug.keypoints.heatmap_matrix`'s convention), the same
+    mapping :func:`~posemum_aug.transforms.apply_pose_flip` applies to keypoints and
+    heatmaps. A joint is kept when the two peaks lie within ``max_distance`` heatmap
+    pixels, so a perfectly consistent teacher is at distance 0 at every stride.
 
     Args:
         heatmaps: Teacher heatmaps ``(B, K, h, w)`` on the original images.
         flipped_heatmaps: Teacher heatmaps ``(B, K, h, w)`` on the flipped images.
         flip_index: The skeleton's joint permutation, of length ``K``.
         max_distance: Largest distance between the two peaks, in heatmap pixels, ``>= 0``.
+        stride: Image pixels per heatmap pixel (4 for SimpleBaseline / HRNet), ``> 0``.
         refine: Sub-pixel refinement of the peaks (:func:`~posemum_aug.heatmap.decode_heatmaps`).
 
     Returns:
@@ -131,7 +133,8 @@ def flip_consistency_weights(
 
     Raises:
         ValueError: If the heatmaps' shapes differ or are not floating ``(B, K, h, w)``,
-            ``flip_index`` does not fit ``K``, or ``max_distance`` is negative.
+            ``flip_index`` does not fit ``K``, ``max_distance`` is negative or ``stride``
+            is not positive.
 
     Example:
         >>> import torch
@@ -147,10 +150,15 @@ def flip_consistency_weights(
     check_shape("flipped_heatmaps", flipped_heatmaps, heatmaps.shape)
     if not max_distance >= 0:
         raise ValueError(f"max_distance must be >= 0, got {max_distance!r}")
+    if not 0.0 < float(stride) < float("inf"):
+        raise ValueError(f"stride must be positive and finite, got {stride!r}")
+    # The pixel mirror (x_h -> w - 1 - x_h) is exact on the grid; the image flip lies
+    # 1 - 1 / stride further right.
     flipped_back = flip_heatmaps(flipped_heatmaps, flip_index)
     coords, _ = decode_heatmaps(heatmaps, refine=refine)
-    flipped_coords, _ = decode_heatmaps(flipped_back, refine=refine)
-    distance: Tensor = torch.linalg.vector_norm(coords - flipped_coords, dim=-1)
+    back, _ = decode_heatmaps(flipped_back, refine=refine)
+    back[..., 0] += 1.0 - 1.0 / stride
+    distance: Tensor = torch.linalg.vector_norm(coords - back, dim=-1)
     keep = (distance <= max_distance) & _finite_joints(heatmaps) & _finite_joints(flipped_back)
     return keep.to(heatmaps.dtype)
 

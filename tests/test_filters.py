@@ -186,6 +186,25 @@ def test_flip_consistency_of_a_mirror_symmetric_teacher_is_one(
     assert torch.equal(weights, torch.ones_like(weights))
 
 
+@pytest.mark.parametrize("stride", [4.0, 2.5])
+def test_flip_consistency_follows_the_image_flip_at_any_stride(stride: float) -> None:
+    # A teacher that is exactly right on the image and on its mirror image (keypoints
+    # flipped by x -> W - 1 - x) is consistent at distance 0, whatever the stride.
+    g = generator(0)
+    size = (64, 48)
+    width = size[1] * stride
+    keypoints = torch.tensor([[16.0, 16.0]]) * stride + torch.rand(3, 17, 2, generator=g) * 60
+    flipped = keypoints.index_select(1, torch.tensor(COCO_17.flip_index))
+    flipped[..., 0] = width - 1 - flipped[..., 0]
+    visible = torch.ones(3, 17)
+    heatmaps, _ = render_heatmaps(keypoints / stride, visible, size, unbiased=True)
+    mirror_view, _ = render_heatmaps(flipped / stride, visible, size, unbiased=True)
+    weights = flip_consistency_weights(
+        heatmaps, mirror_view, COCO_17.flip_index, 0.05, stride=stride
+    )
+    assert torch.equal(weights, torch.ones_like(weights))
+
+
 # --------------------------------------------------------------------------------------------
 # Hard targets
 

@@ -554,6 +554,7 @@ class SSHPEMethod:
                 mirrored,
                 self.skeleton.flip_index,
                 config.flip_consistency,
+                stride=image.shape[-1] / heatmaps.shape[-1],
                 refine=config.decode,
             )
         if config.hard_targets:
