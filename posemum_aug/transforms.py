@@ -723,15 +723,17 @@ class RandomPoseAffine(nn.Module):
         rotation_sigma: Standard deviation of the rotation, in degrees.
         rotation_limit: Clip of the rotation's magnitude, in degrees.
         rotation_p: Probability that a sample is rotated.
+        generator: CPU random generator every call samples from (the library's rule:
+            modules take it at construction, functions per call).
 
     Raises:
         ValueError: If a parameter is out of range.
 
     Example:
         >>> import torch
-        >>> affine = RandomPoseAffine.hard_view()
+        >>> affine = RandomPoseAffine.hard_view(generator=torch.Generator().manual_seed(0))
         >>> image, keypoints = torch.rand(2, 3, 64, 48), 48 * torch.rand(2, 17, 2)
-        >>> out = affine(image, keypoints, generator=torch.Generator().manual_seed(0))
+        >>> out = affine(image, keypoints)
         >>> replay = affine(image, keypoints, params=out.params)
         >>> torch.equal(replay.image, out.image), out.params.shape
         (True, torch.Size([2, 2, 3]))
@@ -744,6 +746,8 @@ class RandomPoseAffine(nn.Module):
         rotation_sigma: float = 30.0,
         rotation_limit: float = 60.0,
         rotation_p: float = 0.6,
+        *,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         scale_range = (float(scale_range[0]), float(scale_range[1]))
@@ -755,17 +759,18 @@ class RandomPoseAffine(nn.Module):
         self.rotation_sigma = float(rotation_sigma)
         self.rotation_limit = float(rotation_limit)
         self.rotation_p = float(rotation_p)
+        self.generator = generator
 
     @classmethod
-    def easy_view(cls) -> RandomPoseAffine:
+    def easy_view(cls, *, generator: torch.Generator | None = None) -> RandomPoseAffine:
         """SSHPE's easy view: crop scale clip(N(1, 0.25), 0.75, 1.25); rotation clip(N(0, 30),
         -60, 60) degrees with probability 0.6."""
-        return cls()
+        return cls(generator=generator)
 
     @classmethod
-    def hard_view(cls) -> RandomPoseAffine:
+    def hard_view(cls, *, generator: torch.Generator | None = None) -> RandomPoseAffine:
         """SSHPE's hard-view affine: as :meth:`easy_view` with rotation probability 0.8."""
-        return cls(rotation_p=0.8)
+        return cls(rotation_p=0.8, generator=generator)
 
     def extra_repr(self) -> str:
         return (
@@ -782,7 +787,6 @@ class RandomPoseAffine(nn.Module):
         heatmaps: Tensor | None = None,
         *,
         params: Tensor | None = None,
-        generator: torch.Generator | None = None,
     ) -> PoseTransformResult[Tensor]:
         """Sample matrices (unless ``params`` is given) and apply them.
 
@@ -792,7 +796,6 @@ class RandomPoseAffine(nn.Module):
             visibility: ``(B, K)``; set to 0 for keypoints that leave the frame.
             heatmaps: ``(B, K, h, w)`` with ``H / h == W / w``.
             params: Matrices ``(B, 2, 3)`` of an earlier call, to replay it.
-            generator: CPU random generator for the sampling.
 
         Returns:
             The transformed inputs and the matrices, with ``params`` of float32 or wider.
@@ -810,7 +813,7 @@ class RandomPoseAffine(nn.Module):
                 rotation_sigma=self.rotation_sigma,
                 rotation_limit=self.rotation_limit,
                 rotation_p=self.rotation_p,
-                generator=generator,
+                generator=self.generator,
                 device=image.device,
                 dtype=torch.promote_types(image.dtype, torch.float32),
             )
@@ -827,6 +830,7 @@ class RandomPoseFlip(nn.Module):
         flip_index: The skeleton's joint permutation (e.g. ``COCO_17.flip_index``); must be
             its own inverse.
         p: Probability that a sample is flipped (SSHPE: 0.5).
+        generator: CPU random generator every call samples from.
 
     Raises:
         ValueError: If ``flip_index`` is not a self-inverse permutation or ``p`` is not a
@@ -841,10 +845,17 @@ class RandomPoseFlip(nn.Module):
                  [3., 0.]]])
     """
 
-    def __init__(self, flip_index: Sequence[int], p: float = 0.5) -> None:
+    def __init__(
+        self,
+        flip_index: Sequence[int],
+        p: float = 0.5,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.flip_index = check_flip_index(flip_index)
         self.p = check_probability("p", p)
+        self.generator = generator
 
     def extra_repr(self) -> str:
         return f"joints={len(self.flip_index)}, p={self.p}"
@@ -857,7 +868,6 @@ class RandomPoseFlip(nn.Module):
         heatmaps: Tensor | None = None,
         *,
         params: Tensor | None = None,
-        generator: torch.Generator | None = None,
     ) -> PoseTransformResult[Tensor]:
         """Sample flags (unless ``params`` is given) and apply them.
 
@@ -868,7 +878,6 @@ class RandomPoseFlip(nn.Module):
             heatmaps: Floating ``(B, K, h, w)`` with ``H / h == W / w``, moved with the
                 image flip (see :func:`apply_pose_flip`).
             params: ``(B,)`` bool flags of an earlier call, to replay it.
-            generator: CPU random generator for the sampling.
 
         Returns:
             The transformed inputs and the flags.
@@ -880,7 +889,7 @@ class RandomPoseFlip(nn.Module):
         if params is None:
             check_shape("image", image, (None, None, None, None))
             params = sample_pose_flip(
-                image.shape[0], self.p, generator=generator, device=image.device
+                image.shape[0], self.p, generator=self.generator, device=image.device
             )
         return apply_pose_flip(image, params, self.flip_index, keypoints, visibility, heatmaps)
 
@@ -898,6 +907,7 @@ class JointCutout(nn.Module):
         jitter: Standard deviation of the box centre's offset, in pixels (SSHPE: 10).
         half_size: ``(low, high)`` range of the integer half side length, both included, or
             one fixed value (SSHPE: 10 to 19).
+        generator: CPU random generator every call samples from.
 
     Raises:
         ValueError: If a parameter is out of range.
@@ -912,12 +922,18 @@ class JointCutout(nn.Module):
     """
 
     def __init__(
-        self, num_joints: int = 5, jitter: float = 10.0, half_size: int | tuple[int, int] = (10, 19)
+        self,
+        num_joints: int = 5,
+        jitter: float = 10.0,
+        half_size: int | tuple[int, int] = (10, 19),
+        *,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.half_size = _check_cutout_distribution(num_joints, jitter, half_size)
         self.num_joints = num_joints
         self.jitter = float(jitter)
+        self.generator = generator
 
     def extra_repr(self) -> str:
         return f"num_joints={self.num_joints}, jitter={self.jitter}, half_size={self.half_size}"
@@ -930,7 +946,6 @@ class JointCutout(nn.Module):
         heatmaps: Tensor | None = None,
         *,
         params: JointCutoutParams | None = None,
-        generator: torch.Generator | None = None,
     ) -> PoseTransformResult[JointCutoutParams]:
         """Sample boxes around ``keypoints`` (unless ``params`` is given) and zero them.
 
@@ -940,7 +955,6 @@ class JointCutout(nn.Module):
             visibility: ``(B, K)``; only joints with ``visibility > 0`` are picked.
             heatmaps: ``(B, K, h, w)``, passed through.
             params: Boxes of an earlier call, to replay it.
-            generator: CPU random generator for the sampling.
 
         Returns:
             The images with the boxes zeroed, the other inputs as given, and the boxes.
@@ -958,7 +972,7 @@ class JointCutout(nn.Module):
                 num_joints=self.num_joints,
                 jitter=self.jitter,
                 half_size=self.half_size,
-                generator=generator,
+                generator=self.generator,
             )
         out_image = apply_joint_cutout(image, params)
         return PoseTransformResult(out_image, keypoints, visibility, heatmaps, params)

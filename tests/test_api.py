@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import torch
+
 import posemum_aug
 
 PUBLIC = [
@@ -74,3 +76,18 @@ def test_every_public_callable_has_a_docstring_with_an_example() -> None:
             assert doc, name
             if inspect.isfunction(obj):
                 assert ">>>" in doc, f"{name} has no runnable example"
+
+
+def test_one_generator_rule_functions_per_call_modules_at_construction() -> None:
+    samplers, modules = [], []
+    for name in PUBLIC:
+        obj = getattr(posemum_aug, name)
+        if inspect.isfunction(obj) and "generator" in inspect.signature(obj).parameters:
+            samplers.append(name)
+        elif inspect.isclass(obj) and issubclass(obj, torch.nn.Module):
+            random = "generator" in inspect.signature(obj.__init__).parameters
+            assert "generator" not in inspect.signature(obj.forward).parameters, name
+            modules.append((name, random))
+    assert all(name.startswith("sample_") for name in samplers), samplers
+    randomised = {name for name, random in modules if random}
+    assert randomised == {"JointCutout", "PoseMUM", "RandomPoseAffine", "RandomPoseFlip"}

@@ -40,8 +40,10 @@ teacher = EMANTeacher(student, momentum=0.99)
 mum = PoseMUM(group_size=4, grid=(4, 4), p=1.0, p_feature=0.5, generator=generator)
 handle = mum.attach(student, mix_at=["", "2"], unmix_at="5")
 optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9)
-easy_view, hard_view = RandomPoseAffine.easy_view(), RandomPoseAffine.hard_view()
-flip = RandomPoseFlip(COCO_17.flip_index)
+# Modules take their generator at construction and draw every call's parameters from it.
+easy_view = RandomPoseAffine.easy_view(generator=generator)
+hard_view = RandomPoseAffine.hard_view(generator=generator)
+flip = RandomPoseFlip(COCO_17.flip_index, generator=generator)
 
 for step in range(STEPS):
     labelled, unlabelled = torch.rand(2, BATCH, 3, *SIZE)  # stand-ins for a data loader
@@ -49,17 +51,17 @@ for step in range(STEPS):
     visibility = torch.ones(BATCH, K)
 
     # 3. Labelled: easy view, Gaussian targets at stride 4, not mixed.
-    easy = easy_view(labelled, keypoints, visibility, generator=generator)
-    easy = flip(easy.image, easy.keypoints, easy.visibility, generator=generator)
+    easy = easy_view(labelled, keypoints, visibility)
+    easy = flip(easy.image, easy.keypoints, easy.visibility)
     targets, weights = render_heatmaps(easy.keypoints / STRIDE, easy.visibility, HEATMAP)
     with mum.paused():
         error = (student(easy.image) - targets).square()
     supervised = (weights[..., None, None] * error).mean()
 
     # 4. Unlabelled: the teacher labels the easy view; the hard view's affine moves the labels.
-    easy = easy_view(unlabelled, generator=generator)
+    easy = easy_view(unlabelled)
     pseudo = teacher(easy.image)  # (B, K, 16, 12), no graph
-    hard = hard_view(easy.image, heatmaps=pseudo, generator=generator)
+    hard = hard_view(easy.image, heatmaps=pseudo)
     with frozen_running_stats(student):  # mixed and unmixed by the hooks
         consistency = (student(hard.image) - hard.heatmaps).square().mean()
 

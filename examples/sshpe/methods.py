@@ -445,10 +445,17 @@ class SSHPEMethod:
             rotation_sigma=config.rotation_sigma,
             rotation_limit=config.rotation_limit,
         )
-        self.easy_affine = RandomPoseAffine(**easy, rotation_p=config.rotation_p)
-        self.hard_affine = RandomPoseAffine(**easy, rotation_p=config.hard_rotation_p)
+        self.easy_affine = RandomPoseAffine(
+            **easy, rotation_p=config.rotation_p, generator=generator
+        )
+        self.hard_affine = RandomPoseAffine(
+            **easy, rotation_p=config.hard_rotation_p, generator=generator
+        )
         self.cutout = JointCutout(
-            config.cutout_joints, config.cutout_jitter, config.cutout_half_size
+            config.cutout_joints,
+            config.cutout_jitter,
+            config.cutout_half_size,
+            generator=generator,
         )
         self.mum: PoseMUM | None = None
         self._handle: MixHandle | None = None
@@ -483,7 +490,7 @@ class SSHPEMethod:
         Returns:
             The :class:`View`; its matrix composes the affine and the flip.
         """
-        affine = self.easy_affine(image, keypoints, visibility, generator=self.generator)
+        affine = self.easy_affine(image, keypoints, visibility)
         flags = sample_pose_flip(
             image.shape[0], self.config.flip_p, generator=self.generator, device=image.device
         )
@@ -584,8 +591,8 @@ class SSHPEMethod:
         if self.config.joint_cutout:
             stride = image.shape[-1] / targets.shape[-1]
             peaks, _ = decode_heatmaps(targets, refine=self.config.decode)
-            hard_image = self.cutout(hard_image, peaks * stride, generator=self.generator).image
-        hard = self.hard_affine(hard_image, heatmaps=targets, generator=self.generator)
+            hard_image = self.cutout(hard_image, peaks * stride).image
+        hard = self.hard_affine(hard_image, heatmaps=targets)
         frozen = self.config.hard_bn_stats == "frozen"
         with (
             self._autocast(),
