@@ -520,7 +520,9 @@ class PoseMUM(nn.Module):
     Hooks of several PoseMUMs at one unmix point unmix in the reverse order of mixing.
 
     Like every module of the library, a PoseMUM takes its ``generator`` at construction
-    and draws every coin flip and plan from it; functions take theirs per call.
+    and draws every coin flip and plan from it; functions take theirs per call. Its work
+    shows in ``torch.profiler`` as the ranges ``PoseMUM.forward`` and ``PoseMUM.unmix``
+    and the backward nodes ``_TilePermutationBackward``.
 
     Args:
         group_size: ``G``, samples mixed together (>= 1).
@@ -632,6 +634,10 @@ class PoseMUM(nn.Module):
         """
         if not self.active:
             return x
+        with torch.profiler.record_function("PoseMUM.forward"):
+            return self._mix_point(x, plan)
+
+    def _mix_point(self, x: Maps, plan: TilePlan | None) -> Maps:
         batch = _batch_size(x)
         points = self.feature_points or 0
         if not self._in_chain:
@@ -691,7 +697,10 @@ class PoseMUM(nn.Module):
                 )
         plan = self._plan
         self.reset()
-        return y if plan is None else unmix_tiles(y, plan)
+        if plan is None:
+            return y
+        with torch.profiler.record_function("PoseMUM.unmix"):
+            return unmix_tiles(y, plan)
 
     def reset(self) -> None:
         """Drop an open chain (e.g. after an exception in the forward pass)."""
