@@ -99,10 +99,11 @@ class TilePlan:
         [1, 0]
     """
 
-    __slots__ = ("_inverse", "source")
+    __slots__ = ("_inverse", "_inverse_of", "source")
 
     source: Tensor
     _inverse: TilePlan | None
+    _inverse_of: tuple[int, int]
 
     def __init__(self, source: Tensor) -> None:
         check_min_dims("source", source, 3)
@@ -179,10 +180,22 @@ class TilePlan:
             >>> torch.equal(p.inverse().inverse().source, p.source)
             True
         """
-        if self._inverse is None:
-            # Where value b sits in source[:, i, j]: the argsort of a permutation.
-            self._inverse = TilePlan._trusted(self.source.argsort(dim=0))
-        return self._inverse
+        # Where value b sits in source[:, i, j]: the argsort of a permutation. It is kept
+        # for the same source tensor at the same version, and never for inference tensors
+        # (they have no version and cannot be saved for a backward pass).
+        cacheable = not (
+            torch.compiler.is_compiling()
+            or torch.is_inference_mode_enabled()
+            or self.source.is_inference()
+        )
+        key = (id(self.source), self.source._version) if cacheable else (0, -1)
+        cached: TilePlan | None = getattr(self, "_inverse", None)
+        if cached is not None and cacheable and self._inverse_of == key:
+            return cached
+        inverse = TilePlan._trusted(self.source.argsort(dim=0))
+        if cacheable:
+            self._inverse, self._inverse_of = inverse, key
+        return inverse
 
     def then(self, other: TilePlan) -> TilePlan:
         """Mixing with this plan and then with ``other``, as a single plan.
@@ -490,11 +503,9 @@ def mix_keypoints(keypoints: Tensor, plan: TilePlan, size: Sequence[int]) -> Ten
     return torch.where(inside, owner, own)
 
 
-# Every mix of every PoseMUM draws a tick, so that chains of several PoseMUMs can be unmixed
-# in the reverse order of their mixing; ``_open_mixed`` holds the chains that mixed and
-# wait for their unmix.
+# Every mix of every PoseMUM draws a tick, so that the chains of several PoseMUMs attached to
+# one model can be unmixed in the reverse order of their mixing.
 _mix_ticks = itertools.count()
-_open_mixed: weakref.WeakSet[PoseMUM] = weakref.WeakSet()
 
 
 class PoseMUM(nn.Module):
@@ -515,9 +526,9 @@ class PoseMUM(nn.Module):
     or through :func:`attach` (which sets ``feature_points`` from ``mix_at``), the same
     arguments give the same method.
 
-    Several PoseMUMs may mix one network; their chains must nest: :meth:`unmix` raises
-    if another PoseMUM mixed after this chain started mixing and has not unmixed yet.
-    Hooks of several PoseMUMs at one unmix point unmix in the reverse order of mixing.
+    Several PoseMUMs may be attached to one network (:func:`attach`): at a shared unmix
+    point they unmix in the reverse order of their mixing, and chains that do not nest
+    raise. PoseMUMs called by hand are independent of each other.
 
     Like every module of the library, a PoseMUM takes its ``generator`` at construction
     and draws every coin flip and plan from it; functions take theirs per call. Its work
@@ -581,6 +592,16 @@ class PoseMUM(nn.Module):
         self._first_tick = -1
         self._last_tick = -1
         self._paused = False
+        self._attach_count = 0
+        self._feature_points_given = feature_points
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A PoseMUM pickled before these attributes existed has no open chain.
+        state.setdefault("_first_tick", -1)
+        state.setdefault("_last_tick", -1)
+        state.setdefault("_attach_count", 0)
+        state.setdefault("_feature_points_given", state.get("feature_points"))
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
 
     @property
     def plan(self) -> TilePlan | None:
@@ -666,7 +687,6 @@ class PoseMUM(nn.Module):
         self._last_tick = next(_mix_ticks)
         if self._first_tick < 0:
             self._first_tick = self._last_tick
-            _open_mixed.add(self)
         return mix_tiles(x, step)
 
     def unmix(self, y: Maps) -> Maps:
@@ -679,22 +699,13 @@ class PoseMUM(nn.Module):
             ``y`` unmixed (unchanged in eval mode, while paused, or if nothing was mixed).
 
         Raises:
-            ValueError: in training mode when no chain is open, if ``B`` differs from the
-                plan's batch size, or if another PoseMUM mixed after this chain started
-                mixing and is still open (the chains do not nest).
+            ValueError: in training mode when no chain is open, or if ``B`` differs from the
+                plan's batch size.
         """
         if not self.active:
             return y
         if not self._in_chain:
             raise ValueError("unmix called without a chain: call the PoseMUM module (mix) first")
-        if self._first_tick >= 0:
-            later = [m for m in _open_mixed if m is not self and m._last_tick > self._first_tick]
-            if later:
-                raise ValueError(
-                    f"{len(later)} other PoseMUM chain(s) mixed after this one and are still "
-                    "open: chains must nest, so unmix the one that mixed last first, or use one "
-                    "PoseMUM with every mixing point"
-                )
         plan = self._plan
         self.reset()
         if plan is None:
@@ -706,7 +717,6 @@ class PoseMUM(nn.Module):
         """Drop an open chain (e.g. after an exception in the forward pass)."""
         self._plan, self._in_chain = None, False
         self._first_tick = self._last_tick = -1
-        _open_mixed.discard(self)
 
     def attach(self, model: nn.Module, mix_at: str | Sequence[str], unmix_at: str) -> MixHandle:
         """Register hooks on ``model`` so that it mixes at ``mix_at`` and unmixes at ``unmix_at``.
@@ -763,22 +773,47 @@ class _Detached:
                 module._forward_hooks_always_called.pop(key, None)
 
 
-# The PoseMUMs attached at each unmix point, so that one hook there unmixes them all in the
-# reverse order of their mixing, whatever order they were attached in.
-_unmix_points: weakref.WeakKeyDictionary[nn.Module, list[PoseMUM]] = weakref.WeakKeyDictionary()
+# The attachments of each model, (PoseMUM, unmix module), so that one hook at an unmix point
+# unmixes every chain that ends there in the reverse order of their mixing, whatever order
+# they were attached in, and checks that they nest with the model's other chains.
+_attachments: weakref.WeakKeyDictionary[nn.Module, list[tuple[PoseMUM, nn.Module]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _unmix_open_chains(module: nn.Module, output: Any) -> Any:
-    chains = [m for m in _unmix_points.get(module, []) if m.active and m.in_chain]
+def _unmix_open_chains(
+    attached: list[tuple[PoseMUM, nn.Module]], module: nn.Module, output: Any
+) -> Any:
+    chains = [m for m, at in attached if at is module and m.active and m.in_chain]
     if not module.training or not chains:
         return None
     for mum in sorted(chains, key=lambda m: m._first_tick, reverse=True):
+        later = [
+            m
+            for m, _ in attached
+            if m is not mum and m.in_chain and m._last_tick > mum._first_tick >= 0
+        ]
+        if later:
+            raise ValueError(
+                "the PoseMUM chains of this model do not nest: another PoseMUM mixed after "
+                "this one and unmixes later; give the one that mixes last the earliest unmix "
+                "point, or use one PoseMUM with every mixing point"
+            )
         output = mum.unmix(output)
     return output
 
 
 def _input_name(model: nn.Module) -> str | None:
-    """The name of the first positional parameter of ``model.forward``, if it has one."""
+    """The name of the first positional parameter of ``model.forward``, if it has one.
+
+    Wrappers that pass ``*args, **kwargs`` through (``torch.compile``, DDP) are looked into.
+    """
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    while True:
+        inner = getattr(model, "_orig_mod", model.module if isinstance(model, wrappers) else None)
+        if not isinstance(inner, nn.Module):
+            break
+        model = inner
     try:
         parameters = inspect.signature(model.forward).parameters.values()
     except (TypeError, ValueError):
@@ -797,25 +832,27 @@ class MixHandle:
         self,
         handles: list[torch.utils.hooks.RemovableHandle],
         mum: PoseMUM,
-        unmix_module: nn.Module,
-        feature_points: int | None,
+        attached: list[tuple[PoseMUM, nn.Module]],
+        attachment: tuple[PoseMUM, nn.Module],
     ) -> None:
         self._handles = handles
-        self._unmix_module = unmix_module
-        self._feature_points = feature_points
+        self._attached = attached
+        self._attachment = attachment
         self.mum = mum
 
     def remove(self) -> None:
-        """Remove every hook, drop any open chain and give ``mum`` back its ``feature_points``."""
+        """Remove every hook and drop any open chain; the last handle of ``mum`` gives it
+        back the ``feature_points`` it was built with."""
         if not self._handles:
             return
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        attached = _unmix_points.get(self._unmix_module, [])
-        if self.mum in attached:
-            attached.remove(self.mum)
-        self.mum.feature_points = self._feature_points
+        if self._attachment in self._attached:
+            self._attached.remove(self._attachment)
+        self.mum._attach_count -= 1
+        if self.mum._attach_count == 0:
+            self.mum.feature_points = self.mum._feature_points_given
         self.mum.reset()
 
     def __enter__(self) -> MixHandle:
@@ -843,9 +880,12 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: str | Sequence[str], unmix_at
     Every forward pass of ``model`` is one chain: a chain left open by a pass that raised
     is dropped when the next pass starts, and a pass that ends with its chain still open
     (a mixing point that runs after ``unmix_at``, or an ``unmix_at`` the pass never
-    reaches) raises: that configuration leaves outputs mixed. Several PoseMUMs may be
-    attached to one model; at a shared unmix point they unmix in the reverse order of
-    their mixing, and chains that do not nest raise (see :meth:`PoseMUM.unmix`).
+    reaches) raises: that configuration leaves outputs mixed. So does a mixing point that
+    runs twice in one pass (a shared or reused module). Several PoseMUMs may be attached
+    to one model; at a shared unmix point they unmix in the reverse order of their
+    mixing, and chains that do not nest (one that mixes later but unmixes later too)
+    raise. ``nn.DataParallel`` is not supported (its replicas are copies of the modules
+    the hooks were registered on); use ``DistributedDataParallel``.
 
     Args:
         model: the network.
@@ -892,9 +932,23 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: str | Sequence[str], unmix_at
             f"{feature_points} feature-level points: leave feature_points=None for attach"
         )
     input_name = _input_name(model)
+    ran: set[str] = set()  # the mixing points this pass has run
+    # The hooks use this model's list itself (no lookup while a compiled model runs them).
+    attached = _attachments.setdefault(model, [])
+    attachment = (mum, modules[unmix_at])
 
     def start_pass(module: nn.Module, args: tuple[Any, ...]) -> None:
         mum.reset()  # an open chain here was left by a pass that raised: it is stale
+        ran.clear()
+
+    def once(name: str) -> None:
+        if name in ran:
+            mum.reset()
+            raise ValueError(
+                f"the mixing point {name!r} ran twice in one forward pass (a shared or reused "
+                "module): mix at a module that runs once per pass, e.g. its parent"
+            )
+        ran.add(name)
 
     def end_pass(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if mum.in_chain:
@@ -909,6 +963,7 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: str | Sequence[str], unmix_at
     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         if not (module.training and mum.active):
             return None
+        once("")
         if args:
             return (mum(args[0]), *args[1:]), kwargs
         if input_name is not None and input_name in kwargs:
@@ -918,20 +973,27 @@ def attach(model: nn.Module, mum: PoseMUM, mix_at: str | Sequence[str], unmix_at
             f"but the call passed no positional argument and keywords {sorted(kwargs)}"
         )
 
-    def mix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        return mum(output) if module.training and mum.active else None
+    def mix_output(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            if not (module.training and mum.active):
+                return None
+            once(name)
+            return mum(output)
+
+        return hook
 
     def unmix_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        return _unmix_open_chains(module, output)
+        return _unmix_open_chains(attached, module, output)
 
     handles = [model.register_forward_pre_hook(_Hook(start_pass))]
     for name in points:
         if name == "":
             handles.append(model.register_forward_pre_hook(_Hook(mix_input), with_kwargs=True))
         else:
-            handles.append(modules[name].register_forward_hook(_Hook(mix_output)))
+            handles.append(modules[name].register_forward_hook(_Hook(mix_output(name))))
     handles.append(modules[unmix_at].register_forward_hook(_Hook(unmix_output)))
     handles.append(model.register_forward_hook(_Hook(end_pass)))
-    _unmix_points.setdefault(modules[unmix_at], []).append(mum)
-    previous, mum.feature_points = mum.feature_points, feature_points
-    return MixHandle(handles, mum, modules[unmix_at], previous)
+    attached.append(attachment)
+    mum.feature_points = feature_points
+    mum._attach_count += 1
+    return MixHandle(handles, mum, attached, attachment)

@@ -546,14 +546,49 @@ def test_chains_that_do_not_nest_are_an_error() -> None:
     with (
         attach(net, first, mix_at="", unmix_at="2"),
         attach(net, second, "1", unmix_at="3"),
-        pytest.raises(ValueError, match="must nest"),
+        pytest.raises(ValueError, match="do not nest"),
     ):
         net(torch.randn(8, 3, 8, 8))
+
+
+def test_posemums_called_by_hand_are_independent() -> None:
+    # Two PoseMUMs on two unrelated pipelines may interleave their chains freely.
+    first = PoseMUM(group_size=4, grid=2, generator=generator(1))
+    second = PoseMUM(group_size=4, grid=2, generator=generator(2))
+    x, y = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)
+    mixed_x, mixed_y = first(x), second(y)
+    assert torch.equal(first.unmix(mixed_x), x)
+    assert torch.equal(second.unmix(mixed_y), y)
+
+
+def test_a_mixing_point_that_runs_twice_in_a_pass_is_an_error() -> None:
+    class Reuses(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(3, 3, 1)
+            self.b = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(self.a(x)))
+
+    net = Reuses()
+    with (
+        attach(net, PoseMUM(group_size=4, grid=2), mix_at=["", "a"], unmix_at="b"),
+        pytest.raises(ValueError, match="'a' ran twice in one forward pass"),
+    ):
+        net(torch.randn(4, 3, 8, 8))
+
+
+def test_one_posemum_attached_to_two_models() -> None:
+    mum = PoseMUM(group_size=4, grid=2, generator=generator(0))
+    first, second = pointwise_net(), pointwise_net()
     x = torch.randn(8, 3, 8, 8)
-    first(x)
-    second(x)
-    with pytest.raises(ValueError, match="must nest"):
-        first.unmix(x)
+    handle = attach(first, mum, mix_at=["", "1"], unmix_at="3")
+    with attach(second, mum, mix_at=["", "1"], unmix_at="3"):
+        handle.remove()  # the other attachment keeps its feature points
+        assert mum.feature_points == 1
+        torch.testing.assert_close(second(x), second.eval()(x), rtol=0, atol=1e-6)
+    assert mum.feature_points is None
 
 
 def test_called_by_hand_and_through_attach_mix_equally_often() -> None:
@@ -650,6 +685,30 @@ def test_channels_last_keeps_its_memory_format(device: str) -> None:
         assert torch.equal(mixed, mix_tiles(x, plan))
         mixed.backward(mix_tiles(x, plan))
         assert last.grad is not None and torch.equal(last.grad, x)
+
+
+def test_the_cached_inverse_follows_the_plan() -> None:
+    plan = sample_tile_plan(8, grid=(2, 2), generator=generator(0))
+    x = torch.randn(8, 3, 8, 8)
+    with torch.inference_mode():
+        unmix_tiles(x, plan)  # an inverse computed here cannot be saved for backward
+    y = x.clone().requires_grad_()
+    unmix_tiles(y, plan).sum().backward()
+    assert y.grad is not None and torch.equal(y.grad, torch.ones_like(x))
+    plan.source.copy_(sample_tile_plan(8, grid=(2, 2), generator=generator(1)).source)
+    assert torch.equal(unmix_tiles(mix_tiles(x, plan), plan), x)  # edited in place
+
+
+def test_keyword_input_of_a_compiled_model() -> None:
+    net = small_net()
+    compiled = torch.compile(net, backend="eager")
+    x = torch.randn(8, 3, 12, 10, generator=generator(0))
+    outs = []
+    for call in (lambda: compiled(x), lambda: compiled(input=x)):
+        mum = PoseMUM(grid=(3, 2), generator=generator(4))
+        with attach(compiled, mum, mix_at=["", "_orig_mod.1"], unmix_at="_orig_mod.4"):
+            outs.append(call())
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_an_empty_batch_mixes_to_an_empty_batch() -> None:
