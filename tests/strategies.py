@@ -22,3 +22,9 @@ seeds = st.integers(min_value=0, max_value=2**31 - 1)
 def generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed``."""
     return torch.Generator().manual_seed(seed)
+
+
+def output_shapes(out: torch.Tensor | tuple[torch.Tensor, ...]) -> list[tuple[int, ...]]:
+    """The shapes of a function's output: one tensor or a tuple of tensors."""
+    outputs = list(out) if isinstance(out, tuple) else [out]
+    return [tuple(t.shape) for t in outputs]

@@ -20,7 +20,7 @@ from posemum_aug.keypoints import (
     flip_keypoints,
     heatmap_matrix,
 )
-from tests.strategies import DEVICES, generator, seeds
+from tests.strategies import DEVICES, generator, output_shapes, seeds
 from tests.test_keypoints import random_affine
 
 SIZE = (64, 48)  # (h, w): 256 x 192 crops at stride 4
@@ -451,9 +451,7 @@ EMPTY_CALLS: dict[str, tuple[Callable[[], object], list[tuple[int, ...]]]] = {
 @pytest.mark.parametrize("name", sorted(EMPTY_CALLS))
 def test_empty_batch_gives_empty_outputs(name: str) -> None:
     call, shapes = EMPTY_CALLS[name]
-    out = call()
-    outputs = list(out) if isinstance(out, tuple) else [out]
-    assert [tuple(t.shape) for t in outputs] == shapes
+    assert output_shapes(call()) == shapes
 
 
 # --- dtype / device -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from posemum_aug.keypoints import (
     visible_in_frame,
 )
 from tests.paths import CROWDPOSE, OCHUMAN, needs_shared_data
-from tests.strategies import DEVICES, generator, seeds
+from tests.strategies import DEVICES, generator, output_shapes, seeds
 
 REAL_FILES = {"ochuman": OCHUMAN, "crowdpose": CROWDPOSE}
 DTYPES = [torch.float32, torch.float64]
@@ -364,9 +364,7 @@ EMPTY_CALLS: dict[str, tuple[Callable[[], object], list[tuple[int, ...]]]] = {
 @pytest.mark.parametrize("name", sorted(EMPTY_CALLS))
 def test_empty_batch_gives_empty_outputs(name: str) -> None:
     call, shapes = EMPTY_CALLS[name]
-    out = call()
-    outputs = list(out) if isinstance(out, tuple) else [out]
-    assert [tuple(t.shape) for t in outputs] == shapes
+    assert output_shapes(call()) == shapes
 
 
 def test_flip_index_errors_name_the_first_unpaired_joint() -> None:
