@@ -49,6 +49,9 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 
 import train  # noqa: E402
 from _common import RESULTS, metadata  # noqa: E402
+from sshpe.checkpoint import CHECKPOINT  # noqa: E402
+from sshpe.cli import profile_flags  # noqa: E402
+from sshpe.config import RuntimeConfig  # noqa: E402
 from sshpe.diagnostics import read_metrics  # noqa: E402
 from sshpe.synthetic import generate_synthetic_coco  # noqa: E402
 
@@ -86,7 +89,7 @@ FULL: dict[str, Any] = {
     "ablation_seeds": [0],
     # the rest is train.py's synthetic profile (network, input size, batches, learning
     # rate, EMA momentum), given as flags because this benchmark passes its data as files
-    "train": train.profile_flags("synthetic", skip=("labeled", "steps")),
+    "train": profile_flags("synthetic", skip=("labeled", "steps")),
 }
 #: The CI smoke run: a tiny set, a tiny model, a few steps, one seed.
 QUICK: dict[str, Any] = {
@@ -195,8 +198,10 @@ def run_arm(
         "--seed", str(seed), "--out", str(out),
     ]  # fmt: skip
     spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
-    if (out / train.CHECKPOINT).is_file():
+    if (out / CHECKPOINT).is_file():
         argv.append("--resume")
+    else:  # a run killed before its first checkpoint starts over
+        argv.append("--overwrite")
     started = time.perf_counter()
     if train.main(argv) != 0:
         raise SystemExit(f"ssl_synthetic: the {arm} run with seed {seed} failed")
@@ -397,11 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds is not None:
         budget["seeds"] = budget["ablation_seeds"] = args.seeds
     budget["train"] = [*budget["train"], *args.train_flags]
-    cache = (
-        args.work / "data"
-        if args.quick
-        else (args.cache or train.build_parser().get_default("cache"))
-    )
+    cache = args.work / "data" if args.quick else (args.cache or RuntimeConfig().cache)
     paths = generate_synthetic_coco(
         Path(cache) / f"ssl-benchmark-{budget['num_train']}",
         num_train=budget["num_train"],

@@ -1,4 +1,4 @@
-"""posemum-aug: exact Pose-MUM tile mixing, an EMAN teacher and keypoint-aware tools.
+"""posemum-aug: exact Pose-MUM tile mixing, EMAN and mean teachers and keypoint-aware tools.
 
 See ``docs/`` for the conventions (shapes, coordinates, random generators).
 """
@@ -34,6 +34,7 @@ from posemum_aug.mix import (
 )
 from posemum_aug.teacher import (
     EMANTeacher,
+    MeanTeacher,
     MomentumSchedule,
     constant_momentum,
     cosine_momentum,
@@ -51,6 +52,7 @@ from posemum_aug.transforms import (
     apply_pose_flip,
     compose_affine,
     flip_matrix,
+    heatmap_stride,
     joint_cutout_mask,
     pose_affine_matrix,
     sample_joint_cutout,
@@ -68,6 +70,7 @@ __all__ = [
     "EMANTeacher",
     "JointCutout",
     "JointCutoutParams",
+    "MeanTeacher",
     "MixHandle",
     "MomentumSchedule",
     "PoseMUM",
@@ -96,6 +99,7 @@ __all__ = [
     "frozen_running_stats",
     "hard_targets",
     "heatmap_matrix",
+    "heatmap_stride",
     "infer_flip_index",
     "invert_affine",
     "joint_cutout_mask",

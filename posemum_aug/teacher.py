@@ -1,10 +1,14 @@
-"""EMAN teacher: an exponential moving average of the student's whole state, kept in eval mode.
+"""EMA teachers: EMAN's (whole state, eval mode) and the classic mean teacher (parameters only).
 
 Cai et al. (EMAN, CVPR 2021) average every floating entry of the student's ``state_dict``,
 parameters *and* BatchNorm statistics, and run the teacher in eval mode only, so that its
 BatchNorm always normalises with running statistics. This module gives the functional core
-(:func:`ema_update_` and momentum schedules, pure functions of the step) and
-:class:`EMANTeacher`, the module that owns the averaged copy.
+(:func:`ema_update_` and momentum schedules, pure functions of the step),
+:class:`EMANTeacher`, the module that owns the averaged copy, and :class:`MeanTeacher`,
+the mean teacher EMAN compares against (Tarvainen & Valpola, 2017): an average of the
+parameters only, in the parent's train / eval mode, so that its BatchNorm normalises
+training batches with their own statistics. Both run the same update: teacher and student
+entries paired by name once, one ``torch._foreach_lerp_`` per (device, dtype) group.
 
 Momentum convention: ``momentum`` is the weight kept on the *teacher*,
 ``teacher <- momentum * teacher + (1 - momentum) * student``, as in EMAN, MoCo, BYOL, timm
@@ -19,7 +23,7 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 import torch.distributed as dist
@@ -30,6 +34,7 @@ from posemum_aug._checks import check_positive_int, check_probability
 
 __all__ = [
     "EMANTeacher",
+    "MeanTeacher",
     "MomentumSchedule",
     "constant_momentum",
     "cosine_momentum",
@@ -161,7 +166,8 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class _State:
-    """A module's state tensors (parameters and persistent buffers, in ``state_dict`` order).
+    """A module's state tensors (parameters and, if collected, persistent buffers, in
+    ``state_dict`` order).
 
     ``owners[i][keys[i]] is tensors[i]``: the dicts the tensors live in, so that a replaced
     tensor (``.to()`` on buffers, ``load_state_dict(assign=True)``) can be detected.
@@ -174,7 +180,7 @@ class _State:
     keys: list[str]
 
 
-def _collect_state(module: nn.Module) -> _State:
+def _collect_state(module: nn.Module, with_buffers: bool = True) -> _State:
     state = _State([], [], [], [], [])
     seen: set[int] = set()
     for prefix, mod in module.named_modules():
@@ -182,7 +188,7 @@ def _collect_state(module: nn.Module) -> _State:
         buffers = [
             (k, t, True, mod._buffers)
             for k, t in mod._buffers.items()
-            if k not in mod._non_persistent_buffers_set
+            if with_buffers and k not in mod._non_persistent_buffers_set
         ]
         for key, tensor, is_buffer, owner in params + buffers:
             if tensor is None or id(tensor) in seen:  # unset, or tied to an earlier entry
@@ -253,8 +259,14 @@ class _Pairing:
         )
 
 
-def _pair(teacher: nn.Module, student: nn.Module) -> _Pairing:
-    t_state, s_state = _collect_state(teacher), _collect_state(student)
+def _pair(teacher: nn.Module, student: nn.Module, with_buffers: bool = True) -> _Pairing:
+    """Pair the state of ``teacher`` and ``student`` by name: parameters, and buffers if asked.
+
+    Without buffers the pairing holds parameters only: nothing of the buffers is averaged,
+    copied, synchronised or checked.
+    """
+    t_state = _collect_state(teacher, with_buffers)
+    s_state = _collect_state(student, with_buffers)
     for i in range(max(len(t_state.names), len(s_state.names))):
         t_name = t_state.names[i] if i < len(t_state.names) else None
         s_name = s_state.names[i] if i < len(s_state.names) else None
@@ -376,7 +388,122 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float = 0.999)
     _apply_ema(_pair(_unwrap(teacher), _unwrap(student)), momentum)
 
 
-class EMANTeacher(nn.Module):
+class _MomentumTeacher(nn.Module):
+    """What :class:`EMANTeacher` and :class:`MeanTeacher` share: a gradient-free copy of the
+    student, moved towards it in place by one name-paired foreach lerp per (device, dtype)
+    group, with the momentum of a schedule and a step counter saved in ``state_dict``.
+
+    A subclass sets :attr:`_with_buffers` (which entries are averaged) and its mode policy.
+    """
+
+    #: Whether :meth:`update` averages the floating buffers and copies the integer ones too
+    #: (EMAN) or leaves every buffer to the teacher's own forward passes (mean teacher).
+    _with_buffers: ClassVar[bool]
+
+    def __init__(
+        self,
+        student: nn.Module,
+        momentum: float,
+        schedule: MomentumSchedule | None,
+        dtype: torch.dtype | None,
+    ) -> None:
+        super().__init__()
+        check_probability("momentum", momentum)
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype or None, got {dtype}")
+        inner = _unwrap(student)
+        with torch.inference_mode(False):  # in inference mode, copies would be inference tensors
+            self.module = copy.deepcopy(inner).requires_grad_(False)
+            if dtype is not None:
+                self.module.to(dtype=dtype)
+        self.base_momentum = float(momentum)
+        self.schedule: MomentumSchedule = constant_momentum if schedule is None else schedule
+        self.step = 0
+        self._pairing: _Pairing | None = _pair(self.module, inner, self._with_buffers)
+
+    @property
+    def momentum(self) -> float:
+        """The momentum the next :meth:`update` uses, ``schedule(step, base_momentum)``."""
+        return self.schedule(self.step, self.base_momentum)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the teacher network under ``torch.no_grad()``.
+
+        Args:
+            *args: Positional inputs of the wrapped network.
+            **kwargs: Keyword inputs of the wrapped network.
+
+        Returns:
+            The wrapped network's output, without a graph.
+        """
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def update(self, student: nn.Module, step: int | None = None) -> float:
+        """One EMA step towards ``student``; call it after every ``optimizer.step()``.
+
+        Args:
+            student: The student, possibly wrapped in ``DistributedDataParallel``,
+                ``DataParallel`` or ``torch.compile``.
+            step: Index of this update for the schedule; ``None`` uses :attr:`step`.
+                Afterwards :attr:`step` is ``step + 1``.
+
+        Returns:
+            The momentum used.
+
+        Raises:
+            ValueError: If ``step`` is negative, the schedule returns a value outside
+                ``[0, 1]``, or ``student`` is a new module whose averaged entries differ
+                from the teacher's in name, shape or dtype kind (the message names the
+                first mismatch). ``torch.distributed`` raises one too for an
+                :class:`EMANTeacher` with ``sync_buffers=True`` and no initialised process
+                group.
+        """
+        step = self.step if step is None else _check_step(step)
+        momentum = check_probability("momentum", self.schedule(step, self.base_momentum))
+        inner = _unwrap(student)
+        pairing = self._pairing
+        if pairing is None or not pairing.is_current(inner):
+            pairing = self._pairing = _pair(self.module, inner, self._with_buffers)
+        if self._syncs():
+            _all_reduce_mean_(pairing.student_buffers)
+        _apply_ema(pairing, momentum)
+        self.step = step + 1
+        return momentum
+
+    def _syncs(self) -> bool:
+        """Whether to average the student's floating buffers across ranks before an update."""
+        return False
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The schedule's state for ``state_dict``: the step counter and the base momentum."""
+        return {"step": self.step, "momentum": self.base_momentum}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the step counter and base momentum saved by :meth:`get_extra_state`.
+
+        Args:
+            state: The dict returned by :meth:`get_extra_state`.
+
+        Raises:
+            ValueError: If the step is not an integer ``>= 0`` or the momentum lies outside
+                ``[0, 1]``.
+        """
+        self.step = _check_step(state["step"])
+        self.base_momentum = check_probability("momentum", state["momentum"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The pairing holds the student: a deep copy or pickle of the teacher must not carry it.
+        state = dict(self.__dict__)
+        state["_pairing"] = None
+        return state
+
+    def extra_repr(self) -> str:
+        schedule = getattr(self.schedule, "__name__", repr(self.schedule))
+        return f"momentum={self.base_momentum}, schedule={schedule}, step={self.step}"
+
+
+class EMANTeacher(_MomentumTeacher):
     """EMAN's teacher: an eval-mode exponential moving average of a student's whole state.
 
     A deep copy of the student with gradients off, **always in eval mode**, whatever a
@@ -388,6 +515,8 @@ class EMANTeacher(nn.Module):
     buffer. Call :meth:`update` after every ``optimizer.step()``; it applies
     :func:`ema_update_` with the momentum of the current step, ``momentum`` being the
     weight kept on the teacher (EMAN's convention; mmdet / mmengine use ``1 - momentum``).
+    :class:`MeanTeacher` is the teacher EMAN compares against, on the same update: it
+    averages the parameters only and follows the parent's train / eval mode.
 
     Dtypes and devices: the teacher keeps its own, entry by entry. Each floating entry of
     the student is cast to the dtype and device of the teacher's entry before averaging,
@@ -465,6 +594,8 @@ class EMANTeacher(nn.Module):
         (False, 1)
     """
 
+    _with_buffers = True
+
     def __init__(
         self,
         student: nn.Module,
@@ -473,28 +604,11 @@ class EMANTeacher(nn.Module):
         sync_buffers: bool | Literal["auto"] = "auto",
         dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__()
-        check_probability("momentum", momentum)
         if sync_buffers not in ("auto", True, False):
             raise ValueError(f"sync_buffers must be 'auto', True or False, got {sync_buffers!r}")
-        if dtype is not None and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating dtype or None, got {dtype}")
-        inner = _unwrap(student)
-        with torch.inference_mode(False):  # in inference mode, copies would be inference tensors
-            self.module = copy.deepcopy(inner).requires_grad_(False)
-            if dtype is not None:
-                self.module.to(dtype=dtype)
-        self.base_momentum = float(momentum)
-        self.schedule: MomentumSchedule = constant_momentum if schedule is None else schedule
+        super().__init__(student, momentum, schedule, dtype)
         self.sync_buffers = sync_buffers
-        self.step = 0
-        self._pairing: _Pairing | None = _pair(self.module, inner)
         self.train()
-
-    @property
-    def momentum(self) -> float:
-        """The momentum the next :meth:`update` uses, ``schedule(step, base_momentum)``."""
-        return self.schedule(self.step, self.base_momentum)
 
     def train(self, mode: bool = True) -> Self:
         """Keep the teacher in eval mode: ``mode`` is ignored (a parent's ``.train()`` calls this).
@@ -525,67 +639,96 @@ class EMANTeacher(nn.Module):
         for module in self.modules():
             if module.training:
                 module.train(False)
-        with torch.no_grad():
-            return self.module(*args, **kwargs)
-
-    def update(self, student: nn.Module, step: int | None = None) -> float:
-        """One EMA step towards ``student``; call it after every ``optimizer.step()``.
-
-        Args:
-            student: The student, possibly wrapped in ``DistributedDataParallel``,
-                ``DataParallel`` or ``torch.compile``.
-            step: Index of this update for the schedule; ``None`` uses :attr:`step`.
-                Afterwards :attr:`step` is ``step + 1``.
-
-        Returns:
-            The momentum used.
-
-        Raises:
-            ValueError: If ``step`` is negative, the schedule returns a value outside
-                ``[0, 1]``, or ``student`` is a new module whose state names, shapes or
-                dtype kinds differ from the teacher's (the message names the first
-                mismatch). ``torch.distributed`` raises one too for ``sync_buffers=True``
-                without an initialised process group.
-        """
-        step = self.step if step is None else _check_step(step)
-        momentum = check_probability("momentum", self.schedule(step, self.base_momentum))
-        inner = _unwrap(student)
-        pairing = self._pairing
-        if pairing is None or not pairing.is_current(inner):
-            pairing = self._pairing = _pair(self.module, inner)
-        if self._syncs():
-            _all_reduce_mean_(pairing.student_buffers)
-        _apply_ema(pairing, momentum)
-        self.step = step + 1
-        return momentum
+        return super().forward(*args, **kwargs)
 
     def _syncs(self) -> bool:
         if self.sync_buffers != "auto":
             return self.sync_buffers
         return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """The schedule's state for ``state_dict``: the step counter and the base momentum."""
-        return {"step": self.step, "momentum": self.base_momentum}
-
-    def set_extra_state(self, state: Any) -> None:
-        """Restore the step counter and base momentum saved by :meth:`get_extra_state`.
-
-        Args:
-            state: The dict returned by :meth:`get_extra_state`.
-        """
-        self.step = _check_step(state["step"])
-        self.base_momentum = check_probability("momentum", state["momentum"])
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The pairing holds the student: a deep copy or pickle of the teacher must not carry it.
-        state = dict(self.__dict__)
-        state["_pairing"] = None
-        return state
-
     def extra_repr(self) -> str:
-        schedule = getattr(self.schedule, "__name__", repr(self.schedule))
-        return (
-            f"momentum={self.base_momentum}, schedule={schedule}, step={self.step}, "
-            f"sync_buffers={self.sync_buffers!r}"
-        )
+        return f"{super().extra_repr()}, sync_buffers={self.sync_buffers!r}"
+
+
+class MeanTeacher(_MomentumTeacher):
+    """The classic mean teacher: an EMA of the student's parameters only, in the parent's mode.
+
+    Tarvainen & Valpola (2017), and the "EMA teacher" that EMAN (Cai et al., CVPR 2021)
+    compares against. A deep copy of the student with gradients off; :meth:`update` moves
+    each *parameter* towards the student's, ``teacher <- momentum * teacher + (1 - momentum)
+    * student``. Buffers are not averaged and not copied: the teacher's BatchNorm keeps the
+    running statistics of its own forward passes. The teacher follows the parent's
+    ``.train()`` / ``.eval()`` like any module (it starts in the mode of the student it
+    copies), so during training its BatchNorm normalises each batch with that batch's
+    statistics and updates its running statistics from it, which evaluation in eval mode
+    then uses. That is the one difference from :class:`EMANTeacher`, which averages the
+    BatchNorm statistics too and always runs in eval mode; the update machinery is the same
+    (name pairing, wrappers looked through, dtypes and devices kept per entry, schedules,
+    checkpoints), and with buffer-free networks the two teachers hold the same weights.
+
+    Shapes are the wrapped network's: for a pose network ``teacher(images)`` maps
+    ``(B, 3, H, W)`` crops to ``(B, K, h, w)`` heatmaps, without a graph.
+
+    Fast path: the parameters of teacher and student are paired by name once, grouped by
+    (device, dtype), and each update runs one ``torch._foreach_lerp_`` per group. The
+    pairing is rebuilt (and re-checked) when a parameter is replaced or changes dtype or
+    device, or when another student module is passed.
+
+    Distributed training: DDP keeps the student's parameters, and so the teacher's, identical
+    across ranks; each rank's teacher BatchNorm statistics come from its own batches, as the
+    student's do. Nothing is synchronised.
+
+    Args:
+        student: The model to average. ``DistributedDataParallel``, ``DataParallel`` and
+            ``torch.compile`` wrappers are looked through (the teacher copies the inner
+            module).
+        momentum: Base weight kept on the teacher, in ``[0, 1]``.
+        schedule: ``schedule(step, momentum)`` gives the momentum of each step (see
+            :class:`EMANTeacher`); ``None`` is :func:`constant_momentum`. It must be a pure
+            function of its arguments: the checkpoint stores the step and base momentum only.
+        dtype: Floating dtype of the teacher; ``None`` keeps the student's (see
+            :class:`EMANTeacher` for a bf16 / fp16 student).
+
+    Raises:
+        ValueError: If ``momentum`` lies outside ``[0, 1]`` or ``dtype`` is not floating.
+
+    Attributes:
+        module: The teacher network (the averaged copy).
+        base_momentum: The ``momentum`` argument, passed to ``schedule``.
+        schedule: The momentum schedule.
+        step: Number of updates so far; the index of the next update.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> student = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+        >>> _ = nn.init.zeros_(student[0].weight)
+        >>> teacher = MeanTeacher(student, momentum=0.5)
+        >>> _ = student(torch.arange(8.0).view(4, 2))  # the student's statistics move
+        >>> _ = nn.init.ones_(student[0].weight)
+        >>> teacher.update(student)
+        0.5
+        >>> teacher.module[0].weight.unique().tolist()  # halfway to the student
+        [0.5]
+        >>> teacher.module[1].running_var.tolist(), int(teacher.module[1].num_batches_tracked)
+        ([1.0, 1.0], 0)
+        >>> parent = nn.ModuleList([student, teacher]).train()
+        >>> out = teacher(torch.arange(6.0).view(3, 2))  # batch statistics, tracked
+        >>> out.shape, out.requires_grad, int(teacher.module[1].num_batches_tracked)
+        (torch.Size([3, 2]), False, 1)
+        >>> _ = parent.eval()  # the teacher follows: running statistics from now on
+        >>> teacher.module[1].training
+        False
+    """
+
+    _with_buffers = False
+
+    def __init__(
+        self,
+        student: nn.Module,
+        momentum: float = 0.999,
+        schedule: MomentumSchedule | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(student, momentum, schedule, dtype)
+        self.training = self.module.training

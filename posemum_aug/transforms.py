@@ -59,6 +59,7 @@ __all__ = [
     "apply_pose_flip",
     "compose_affine",
     "flip_matrix",
+    "heatmap_stride",
     "joint_cutout_mask",
     "pose_affine_matrix",
     "sample_joint_cutout",
@@ -452,8 +453,25 @@ def _check_flags(flags: Tensor, batch: int | None) -> None:
         raise ValueError(f"flags must be a bool tensor, got dtype {flags.dtype}")
 
 
-def _heatmap_stride(image: Tensor, heatmaps: Tensor) -> float:
-    """The stride ``H / h`` between images and heatmaps; it must be the same along both axes."""
+def heatmap_stride(image: Tensor, heatmaps: Tensor) -> float:
+    """Input pixels per heatmap pixel, ``H / h``; the same along both axes.
+
+    Args:
+        image: ``(..., H, W)`` images (e.g. a network's input ``(B, C, H, W)``).
+        heatmaps: ``(..., h, w)`` heatmaps of them (e.g. its output ``(B, K, h, w)``).
+
+    Returns:
+        The stride (4 for SimpleBaseline and HRNet).
+
+    Raises:
+        ValueError: if the heatmaps are empty or their aspect ratio differs from the
+            images' (``H / h != W / w``).
+
+    Example:
+        >>> import torch
+        >>> heatmap_stride(torch.zeros(1, 3, 128, 96), torch.zeros(1, 17, 32, 24))
+        4.0
+    """
     height, width = image.shape[-2:]
     h, w = heatmaps.shape[-2:]
     if h == 0 or w == 0 or height * w != width * h:
@@ -548,7 +566,7 @@ def apply_pose_affine(
             size = (image.shape[-2], image.shape[-1])
             out_visibility = visible_in_frame(out_keypoints, visibility, size)
     if heatmaps is not None:
-        stride = _heatmap_stride(image, heatmaps)
+        stride = heatmap_stride(image, heatmaps)
         size = (heatmaps.shape[-2], heatmaps.shape[-1])
         out_heatmaps = warp_heatmaps(heatmaps, heatmap_matrix(matrix, stride), size)
     return PoseTransformResult(out_image, out_keypoints, out_visibility, out_heatmaps, matrix)
@@ -627,7 +645,7 @@ def apply_pose_flip(
         if visibility is not None:
             out_visibility = _where_flagged(flags, flipped_visibility, visibility)
     if heatmaps is not None:
-        stride = _heatmap_stride(image, heatmaps)
+        stride = heatmap_stride(image, heatmaps)
         flips = flip_matrix(image.shape[-1], flags.to(heatmaps.device), dtype=heatmaps.dtype)
         size = (heatmaps.shape[-2], heatmaps.shape[-1])
         moved = warp_heatmaps(heatmaps, heatmap_matrix(flips, stride), size)

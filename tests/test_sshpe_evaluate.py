@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,27 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from sshpe.evaluate import (
+    CROWDPOSE_STAT_NAMES,
     STAT_NAMES,
+    default_protocol,
     evaluate_keypoints,
     make_results,
     oks,
     oks_nms,
     protocol_results,
     rescore,
+    resolve_protocol,
+    stat_names,
 )
 
-from posemum_aug.keypoints import Skeleton
-from tests.paths import CROWDPOSE, OCHUMAN, REAL, needs_shared_data
+from benchmarks.crowdpose_reference import crowd_index_variant, digest, result_sets
+from posemum_aug.keypoints import COCO_17, CROWDPOSE_14, Skeleton
+from tests.paths import CROWDPOSE, DATA, OCHUMAN, REAL, needs_shared_data
 from tests.strategies import generator, seeds
+
+#: xtcocotools' ``keypoints_crowd`` stats of benchmarks/crowdpose_reference.py's result
+#: sets on the shared CrowdPose file (and two variants of its ``crowdIndex``).
+REFERENCE = json.loads((Path(__file__).parent / "data" / "crowdpose_xtcocotools.json").read_text())
 
 
 def _ground_truth_results(
@@ -96,6 +106,20 @@ def test_missing_area_is_the_box_area(tmp_path: Path) -> None:
 
 
 @needs_shared_data
+def test_annotation_ids_from_zero_score_like_any_others(tmp_path: Path) -> None:
+    """pycocotools marks an unmatched detection with id 0: a file whose annotation ids
+    start at 0 counted as unmatched (on exact results, AP 1.0 fell to 0.64)."""
+    data = json.loads(OCHUMAN.read_text())
+    for index, ann in enumerate(data["annotations"]):
+        ann["id"] = index
+    from_zero = tmp_path / "from_zero.json"
+    from_zero.write_text(json.dumps(data))
+    results = _ground_truth_results(OCHUMAN)
+    assert evaluate_keypoints(results, from_zero) == evaluate_keypoints(results, OCHUMAN)
+    assert evaluate_keypoints(results, from_zero)["AP"] == pytest.approx(1.0)
+
+
+@needs_shared_data
 def test_empty_results_score_zero() -> None:
     assert evaluate_keypoints([], OCHUMAN) == dict.fromkeys(STAT_NAMES, 0.0)
 
@@ -138,6 +162,147 @@ def test_bad_inputs_raise_value_error(tmp_path: Path) -> None:
     no_box.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="annotation #1 has no 'area' and no usable 'bbox'"):
         evaluate_keypoints(_ground_truth_results(CROWDPOSE), no_box)
+
+
+# ------------------------------------------------------------------ CrowdPose protocol
+
+
+@pytest.fixture(scope="module")
+def crowdpose_variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The reference's annotation files: the shared CrowdPose file with the
+    ``crowdIndex`` values of each variant, written once per module."""
+    folder = tmp_path_factory.mktemp("crowdpose_variants")
+    data = json.loads(CROWDPOSE.read_text())
+    out = {}
+    for variant in REFERENCE["crowd_index_variants"]:
+        out[variant] = folder / f"{variant}.json"
+        out[variant].write_text(json.dumps(crowd_index_variant(data, variant)))
+    return out
+
+
+@needs_shared_data
+def test_reference_inputs_are_regenerated_exactly() -> None:
+    """The test scores the very inputs xtcocotools scored: same file, same result sets."""
+    assert DATA / REFERENCE["source"] == CROWDPOSE
+    assert hashlib.sha256(CROWDPOSE.read_bytes()).hexdigest() == REFERENCE["source_sha256"], (
+        "the shared CrowdPose file changed: rerun benchmarks/crowdpose_reference.py"
+    )
+    sets = result_sets(json.loads(CROWDPOSE.read_text()), REFERENCE["seed"])
+    assert {k: len(v) for k, v in sets.items()} == REFERENCE["result_sets"]
+    assert digest(sets) == REFERENCE["result_sets_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("variant", "result_set"),
+    [(v, name) for v, by_set in REFERENCE["stats"].items() for name in by_set],
+)
+@needs_shared_data
+def test_crowdpose_protocol_matches_xtcocotools(
+    variant: str, result_set: str, crowdpose_variants: dict[str, Path]
+) -> None:
+    results = result_sets(json.loads(CROWDPOSE.read_text()), REFERENCE["seed"])[result_set]
+    ours = evaluate_keypoints(results, crowdpose_variants[variant], protocol="crowdpose")
+    assert tuple(ours) == CROWDPOSE_STAT_NAMES
+    assert ours == pytest.approx(REFERENCE["stats"][variant][result_set], rel=0, abs=1e-12)
+
+
+@needs_shared_data
+def test_coco_area_rule_overrates_crowdpose() -> None:
+    """On the same results COCO's rule (OKS scale w h) scores higher than the official
+    0.53 w h: by 0.06 to 0.30 AP on the jittered sets (official = xtcocotools')."""
+    sets = result_sets(json.loads(CROWDPOSE.read_text()), REFERENCE["seed"])
+    gaps = {}
+    for name in ("noise_0.03", "noise_0.05", "noise_0.07", "noise_0.1"):
+        official = REFERENCE["stats"]["file"][name]["AP"]
+        assert evaluate_keypoints(sets[name], CROWDPOSE, protocol="crowdpose")["AP"] == official
+        gaps[name] = evaluate_keypoints(sets[name], CROWDPOSE)["AP"] - official
+    assert gaps == pytest.approx(
+        {"noise_0.03": 0.0627, "noise_0.05": 0.1248, "noise_0.07": 0.2748, "noise_0.1": 0.3000},
+        abs=1e-4,
+    )
+
+
+@needs_shared_data
+def test_crowdpose_protocol_ignores_file_areas_and_ids(tmp_path: Path) -> None:
+    """As xtcocotools with use_area=False, a file's own ``area`` is not used (the scale
+    is always 0.53 w h); an annotation id 0 (pycocotools' "unmatched") changes nothing."""
+    results = result_sets(json.loads(CROWDPOSE.read_text()))["noise_0.05"]
+    expected = evaluate_keypoints(results, CROWDPOSE, protocol="crowdpose")
+    with_area = json.loads(CROWDPOSE.read_text())
+    for a in with_area["annotations"]:
+        a["area"] = a["bbox"][2] * a["bbox"][3]
+    (tmp_path / "with_area.json").write_text(json.dumps(with_area))
+    assert (
+        evaluate_keypoints(results, tmp_path / "with_area.json", protocol="crowdpose") == expected
+    )
+    assert evaluate_keypoints(results, tmp_path / "with_area.json")["AP"] > expected["AP"]
+    from_zero = json.loads(CROWDPOSE.read_text())
+    for i, a in enumerate(from_zero["annotations"]):
+        a["id"] = i
+    (tmp_path / "from_zero.json").write_text(json.dumps(from_zero))
+    assert (
+        evaluate_keypoints(results, tmp_path / "from_zero.json", protocol="crowdpose") == expected
+    )
+
+
+@needs_shared_data
+def test_protocol_choice() -> None:
+    assert default_protocol(CROWDPOSE_14) == "crowdpose"
+    assert default_protocol(COCO_17) == "coco"
+    shuffled = Skeleton.from_coco_category({"keypoints": list(reversed(CROWDPOSE_14.names))})
+    assert default_protocol(shuffled) == "coco"  # not CrowdPose's joint order
+    assert resolve_protocol("auto", CROWDPOSE_14) == "crowdpose"
+    assert resolve_protocol("coco", CROWDPOSE_14) == "coco"
+    assert stat_names("coco") == STAT_NAMES and stat_names("crowdpose") == CROWDPOSE_STAT_NAMES
+    results = result_sets(json.loads(CROWDPOSE.read_text()))["noise_0.05"]
+    assert evaluate_keypoints(results, CROWDPOSE, protocol="auto") == evaluate_keypoints(
+        results, CROWDPOSE, protocol="crowdpose"
+    )
+    coco_results = _ground_truth_results(OCHUMAN, noise=0.02)
+    assert evaluate_keypoints(coco_results, OCHUMAN, protocol="auto") == evaluate_keypoints(
+        coco_results, OCHUMAN
+    )
+
+
+@needs_shared_data
+def test_crowdpose_protocol_bad_values(tmp_path: Path) -> None:
+    results = result_sets(json.loads(CROWDPOSE.read_text()))["exact"]
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'crowd'"):
+        evaluate_keypoints(results, CROWDPOSE, protocol="crowd")
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'COCO'"):
+        resolve_protocol("COCO", COCO_17)
+    with pytest.raises(ValueError, match="resolve it first"):
+        stat_names("auto")
+    with pytest.raises(
+        ValueError, match=r"image 1 has none; evaluate this file with protocol='coco'"
+    ):
+        evaluate_keypoints(_ground_truth_results(OCHUMAN), OCHUMAN, protocol="crowdpose")
+    data = json.loads(CROWDPOSE.read_text())
+    data["images"][1]["crowdIndex"] = "0.4"
+    (tmp_path / "text_index.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"image 103319 has '0\.4'"):
+        evaluate_keypoints(results, tmp_path / "text_index.json", protocol="crowdpose")
+    data = json.loads(CROWDPOSE.read_text())
+    data["annotations"][2]["bbox"] = [1.0, 2.0]
+    (tmp_path / "short_box.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"annotation #2 has no usable 'bbox' \(the 'crowdpose'"):
+        evaluate_keypoints(results, tmp_path / "short_box.json", protocol="crowdpose")
+
+
+@needs_shared_data
+def test_crowdpose_protocol_empty_and_unscored_results(capsys: pytest.CaptureFixture[str]) -> None:
+    zeros = dict.fromkeys(CROWDPOSE_STAT_NAMES, 0.0)
+    assert evaluate_keypoints([], CROWDPOSE, protocol="crowdpose") == zeros
+    unscored = result_sets(json.loads(CROWDPOSE.read_text()))["exact"]
+    for r in unscored:
+        r["keypoints"][2::3] = [0.0] * 14  # xtcocotools drops these results
+    assert evaluate_keypoints(unscored, CROWDPOSE, protocol="crowdpose") == zeros
+    assert evaluate_keypoints(unscored, CROWDPOSE)["AP"] == pytest.approx(1.0)  # COCO keeps them
+    assert capsys.readouterr().out == ""
+    evaluate_keypoints(
+        _ground_truth_results(CROWDPOSE), CROWDPOSE, protocol="crowdpose", verbose=True
+    )
+    assert "AP_medium  @[ maxDets= 20 ] = 1.000" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------- rescore

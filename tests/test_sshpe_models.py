@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from sshpe.methods import (
-    MeanTeacher,
     MethodConfig,
     SSHPEMethod,
     joint_mse,
     predict_heatmaps,
-    swap_sides,
+    view_matrix,
 )
 from sshpe.models import BasicBlock, Bottleneck, SimpleBaseline, load_pretrained
 from torch import nn
@@ -21,7 +20,7 @@ from torch import nn
 from posemum_aug.heatmap import decode_heatmaps, render_heatmaps
 from posemum_aug.keypoints import Skeleton, affine_keypoints
 from posemum_aug.mix import PoseMUM
-from posemum_aug.teacher import EMANTeacher
+from posemum_aug.teacher import EMANTeacher, MeanTeacher
 
 
 def _images(batch: int, size: tuple[int, int] = (64, 64), seed: int = 0) -> torch.Tensor:
@@ -192,6 +191,12 @@ class Pool(nn.Module):
         return self.pool(self.layer4(x[:, : self.joints]))
 
 
+def _swap_sides(x: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+    """Joint k of a flagged sample becomes joint ``flip_index[k]`` (dim 1 of ``x``)."""
+    index = torch.tensor(SKELETON.flip_index)
+    return torch.where(flags.view(-1, *([1] * (x.dim() - 1))), x[:, index], x)
+
+
 def _dots(keypoints: torch.Tensor, size: tuple[int, int], sigma: float = 2.0) -> torch.Tensor:
     """Images whose channel k holds a Gaussian blob at joint k (image pixels)."""
     visibility = torch.ones(keypoints.shape[:2])
@@ -216,21 +221,32 @@ def test_easy_view_moves_keypoints_with_the_content_and_swaps_sides() -> None:
         SKELETON,
         torch.Generator().manual_seed(3),
     )
-    view = method.easy_view(image, keypoints, torch.ones(8, 3))
-    assert view.flipped.any() and not view.flipped.all()
+    affine, view = method.easy_view(image, keypoints, torch.ones(8, 3))
+    flipped = view.params
+    assert flipped.any() and not flipped.all()
     # joint k of a flipped view is joint flip_index[k] of the base crop, whose blob is in
     # that channel: it must sit at the view's keypoint k
-    channels = swap_sides(torch.arange(3).expand(8, 3), view.flipped, SKELETON.flip_index)
+    channels = _swap_sides(torch.arange(3).expand(8, 3), flipped)
     blobs = view.image.gather(1, channels[..., None, None].expand(-1, -1, *size))
     peaks = blobs.flatten(2).argmax(-1)
     found = torch.stack((peaks % size[1], peaks // size[1]), -1).float()
     inside = view.visibility > 0
     assert (found - view.keypoints).abs()[inside].max() <= 1.0
     # the view's matrix maps base keypoints to the view (joints not swapped)
-    mapped = affine_keypoints(keypoints, view.matrix)
-    torch.testing.assert_close(
-        swap_sides(mapped, view.flipped, SKELETON.flip_index), view.keypoints
+    mapped = affine_keypoints(keypoints, view_matrix(affine, view))
+    torch.testing.assert_close(_swap_sides(mapped, flipped), view.keypoints)
+    # an unlabelled step keeps the same draws' views in its pseudo-labels, for diagnostics
+    unlabelled = SSHPEMethod(
+        Pool(),
+        MethodConfig(method="consistency", flip_p=0.5, rotation_p=1.0),
+        SKELETON,
+        torch.Generator().manual_seed(3),
     )
+    unlabelled.unsupervised_loss(image)
+    pseudo = unlabelled.last_pseudo
+    assert pseudo is not None
+    assert torch.equal(pseudo.flipped, flipped) and torch.equal(pseudo.view.image, view.image)
+    assert torch.equal(pseudo.matrix, view_matrix(affine, view))
 
 
 @pytest.mark.parametrize("method_name", ["consistency", "posemum"])
@@ -253,7 +269,7 @@ def test_unsupervised_target_is_warped_into_the_hard_view(method_name: str) -> N
     loss = float(method.unsupervised_loss(image))
     # the same draws, but the target left in the easy view: far worse
     method.generator.manual_seed(1)
-    easy = method.easy_view(image)
+    _, easy = method.easy_view(image)
     hard = method.hard_affine(easy.image)
     unwarped = float(joint_mse(Pool()(hard.image), Pool()(easy.image), torch.ones(8, 3)))
     assert loss < 0.05 * unwarped
@@ -271,27 +287,6 @@ def test_teachers_by_method() -> None:
     mixed = SSHPEMethod(model, MethodConfig(teacher="ema"), SKELETON, torch.Generator())
     assert isinstance(mixed.teacher, MeanTeacher) and mixed.mum is not None
     mixed.close()
-
-
-def test_mean_teacher_averages_parameters_only_and_uses_batch_statistics() -> None:
-    student = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1))
-    teacher = MeanTeacher(student, momentum=0.5)
-    teacher.train()
-    x = torch.randn(4, 1, 3, 3) * 5 + 3
-    out = teacher(x)
-    torch.testing.assert_close(out.mean(), torch.tensor(0.0), atol=1e-5, rtol=0)  # batch stats
-    with torch.no_grad():
-        student[0].weight.fill_(3.0)
-        student[1].running_mean.fill_(100.0)
-    before = teacher.module[1].running_mean.clone()
-    weight = teacher.module[0].weight.clone()
-    assert teacher.update(student) == 0.5
-    torch.testing.assert_close(teacher.module[0].weight, 0.5 * weight + 1.5)
-    assert torch.equal(teacher.module[1].running_mean, before)
-    state = teacher.state_dict()
-    again = MeanTeacher(student, momentum=0.9)
-    again.load_state_dict(state)
-    assert (again.step, again.base_momentum) == (1, 0.5)
 
 
 def test_losses_of_each_method_backpropagate() -> None:

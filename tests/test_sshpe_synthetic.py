@@ -1,16 +1,23 @@
-"""Tests of examples/sshpe/synthetic.py: the bundled procedural COCO person dataset."""
+"""Tests of examples/sshpe/synthetic/: the bundled procedural COCO person dataset."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import sshpe.synthetic as synthetic
+import sshpe.synthetic.writer as writer
 from PIL import Image
 from sshpe.synthetic import (
     annotate_scene,
@@ -18,8 +25,10 @@ from sshpe.synthetic import (
     render_scene,
     sample_scene,
 )
+from sshpe.synthetic.textures import PatternTexture
 
 from posemum_aug.keypoints import COCO_17, Skeleton
+from tests.paths import EXAMPLES
 
 SIZE = (64, 80)
 
@@ -64,7 +73,7 @@ def test_second_call_reuses_the_cache(tmp_path: Path, monkeypatch: pytest.Monkey
     def fail(*args: object) -> None:
         raise AssertionError("regenerated a cached set")
 
-    monkeypatch.setattr(synthetic, "_make_image", fail)
+    monkeypatch.setattr(writer, "_make_image", fail)
     assert _generate(tmp_path / "set") == paths
     assert _contents(paths) == before
     monkeypatch.undo()
@@ -80,7 +89,7 @@ def test_a_failed_run_leaves_no_partial_set(
     def crash(*args: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "_make_image", crash)
+    monkeypatch.setattr(writer, "_make_image", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         _generate(tmp_path / "set")
     assert list(tmp_path.iterdir()) == []
@@ -153,9 +162,9 @@ def _paint_parts(scene: synthetic.Scene) -> tuple[synthetic.Scene, list[tuple[in
     and no sensor noise; colour ``i + 1`` (base-4 digits times 85) codes ``parts[i]``."""
     parts = sorted({(layer.owner, layer.part) for layer in scene.layers if layer.owner >= 0})
 
-    def flat(code: int) -> synthetic.PatternTexture:
+    def flat(code: int) -> PatternTexture:
         rgb = ((code % 4) * 85 / 255, (code // 4 % 4) * 85 / 255, (code // 16 % 4) * 85 / 255)
-        return synthetic.PatternTexture(rgb, rgb)
+        return PatternTexture(rgb, rgb)
 
     layers = tuple(
         replace(
@@ -273,3 +282,140 @@ def test_both_views_and_occlusion_occur() -> None:
             hidden_limbs += int((v == 1).sum())
     assert 0.03 < np.mean(noses) < 0.3
     assert 0.1 < hidden_limbs / limbs < 0.6
+
+
+# ----------------------------------------------------- a generation killed half way
+
+#: Marks a test that reads the process table from Linux ``/proc``.
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/stat").is_file(), reason="reads the process table from Linux /proc"
+)
+
+
+def _start_generation(root: Path, workers: int) -> subprocess.Popen[bytes]:
+    """A generation, in a new Python process, of a set that takes it many seconds."""
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        "from sshpe.synthetic import generate_synthetic_coco\n"
+        f"generate_synthetic_coco({str(root)!r}, num_train=3000, num_val=1, "
+        f"image_size=(32, 32), progress=False, workers={workers})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then the
+    parent's pid), or ``None`` when there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """The running child processes of ``pid``."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and fields[0] != "Z" and int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@needs_proc
+def test_killing_the_generator_ends_its_worker_processes(tmp_path: Path) -> None:
+    """``kill -9`` of a generation leaves no orphaned worker processes behind."""
+    generator = _start_generation(tmp_path / "set", workers=2)
+    workers: list[int] = []
+    try:
+        assert _wait_for(lambda: len(_children(generator.pid)) == 2, 60), "no workers started"
+        workers = _children(generator.pid)
+        generator.kill()
+        generator.wait()
+        assert _wait_for(lambda: not any(map(_alive, workers)), 5), "orphaned workers"
+    finally:
+        generator.kill()
+        generator.wait()
+        for pid in filter(_alive, workers):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a folder's owner is looked up by its pid")
+def test_a_killed_generations_temp_folder_is_removed_a_live_ones_is_not(
+    tmp_path: Path,
+) -> None:
+    """The next generation of the same set removes the temporary folder of one that was
+    killed, and leaves that of one running at the same time alone."""
+    root = tmp_path / "set"
+    killed, live = _start_generation(root, workers=0), _start_generation(root, workers=0)
+    try:
+        assert _wait_for(lambda: len(list(tmp_path.iterdir())) == 2, 60), "no temp folders"
+        killed.kill()
+        killed.wait()
+        _generate(root)
+        left = [p for p in tmp_path.iterdir() if p != root]
+        assert len(left) == 1 and str(live.pid) in left[0].name.split("."), left
+        assert live.poll() is None
+    finally:
+        for process in (killed, live):
+            process.kill()
+            process.wait()
+
+
+@needs_proc
+def test_without_prctl_an_orphaned_worker_notices_its_new_parent() -> None:
+    """The fallback where Linux's parent-death signal is missing: a thread in the worker
+    polls its parent's pid and ends the worker once the parent dies."""
+    # processes.py is loaded on its own (it uses the standard library only): a fast start
+    # without the package's numpy and torch.
+    code = (
+        "import importlib.util, os, time\n"
+        "spec = importlib.util.spec_from_file_location(\n"
+        f"    'processes', {str(EXAMPLES / 'sshpe' / 'synthetic' / 'processes.py')!r}\n"
+        ")\n"
+        "processes = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(processes)\n"
+        "processes._set_parent_death_signal = lambda: False\n"
+        "parent = os.getpid()\n"
+        "if os.fork() == 0:  # the worker: says its pid once it watches its parent\n"
+        "    processes._exit_with_parent(parent)\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    worker = 0
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        assert _alive(worker)
+        parent.kill()
+        parent.wait()
+        assert _wait_for(lambda: not _alive(worker), 5), "orphaned worker"
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)

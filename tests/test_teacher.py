@@ -1,4 +1,5 @@
-"""Tests for posemum_aug.teacher: EMA exactness, eval mode, schedules, checkpoints, DDP."""
+"""Tests for posemum_aug.teacher: EMA exactness, eval mode, schedules, checkpoints, DDP, and
+the mean teacher (parameters only, in the parent's mode)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.nn import functional as F
 
 from posemum_aug.teacher import (
     EMANTeacher,
+    MeanTeacher,
     constant_momentum,
     cosine_momentum,
     ema_update_,
@@ -448,6 +450,154 @@ def test_invalid_arguments_raise() -> None:
         EMANTeacher(cnn(0), dtype=torch.int64)
     with pytest.raises(ValueError, match="momentum"):
         ema_update_(cnn(0), cnn(1), momentum=-0.1)
+
+
+# --- the mean teacher -------------------------------------------------------------------
+
+
+def reference_mean_teacher_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """The examples' mean teacher before it moved here: one foreach lerp of the parameters in
+    module order, weight ``1 - momentum``; buffers untouched."""
+    with torch.no_grad():
+        student_params = [p.detach() for p in student.parameters()]
+        torch._foreach_lerp_(list(teacher.parameters()), student_params, 1.0 - momentum)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mean_teacher_is_the_examples_parameter_lerp_bit_for_bit(device: str) -> None:
+    schedule = functools.partial(linear_warmup_momentum, warmup_steps=3, start=0.25)
+    student = cnn(0).to(device)
+    teacher = MeanTeacher(student, momentum=0.9, schedule=schedule)
+    reference = copy.deepcopy(student).requires_grad_(False)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
+    nn.ModuleList([student, teacher, reference]).train()
+    for step in range(5):
+        train_step(student, optimizer, seed=step)
+        x = torch.randn(4, 3, 6, 6, generator=generator(100 + step)).to(device)
+        with torch.no_grad():
+            expected = reference(x)  # train mode: batch statistics, its own running ones
+        assert torch.equal(teacher(x), expected)
+        momentum = schedule(step, 0.9)
+        assert teacher.update(student) == momentum
+        reference_mean_teacher_(reference, student, momentum)
+    assert teacher.step == 5
+    assert_state_equal(teacher.module, reference, exact=True)  # parameters and buffers
+    # Neither side is a copy of the student: the comparison above is between two averages.
+    assert not torch.equal(teacher.module[0].weight, student[0].weight)
+    assert not torch.equal(teacher.module[1].running_mean, student[1].running_mean)
+
+
+def test_mean_teacher_averages_parameters_only() -> None:
+    student = cnn(0)
+    teacher = MeanTeacher(student, momentum=0.75)
+    randomize_(student, 1)  # new parameters, BatchNorm statistics and counts
+    before = copy.deepcopy(teacher.module.state_dict())
+    params = dict(teacher.module.named_parameters())
+    teacher.update(student)
+    student_state = student.state_dict()
+    for key, value in teacher.module.state_dict().items():
+        if key in params:
+            expected = 0.75 * before[key] + 0.25 * student_state[key]
+            torch.testing.assert_close(value, expected, msg=key)
+        else:  # running_mean, running_var and num_batches_tracked: neither averaged nor copied
+            assert torch.equal(value, before[key]), key
+            assert not torch.equal(value, student_state[key]), key
+    # Without buffers, the mean teacher and EMAN's hold the same weights.
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    mean, eman = MeanTeacher(mlp, momentum=0.6), EMANTeacher(mlp, momentum=0.6)
+    randomize_(mlp, 2)
+    mean.update(mlp)
+    eman.update(mlp)
+    assert_state_equal(mean, eman, exact=True)
+
+
+def test_mean_teacher_follows_the_parents_mode() -> None:
+    student = nn.Sequential(nn.BatchNorm1d(3))
+    teacher = MeanTeacher(student)
+    assert teacher.training and teacher.module[0].training  # built in the student's mode
+    assert not MeanTeacher(copy.deepcopy(student).eval()).training
+    parent = nn.ModuleDict({"student": student, "teacher": teacher})
+    x = torch.randn(5, 3, generator=generator(0)) * 4 + 2
+    bn = teacher.module[0]
+    parent.train()
+    assert all(m.training for m in teacher.modules())
+    mean = bn.running_mean.clone()
+    out = teacher(x)  # batch statistics, tracked in the teacher's own running statistics
+    torch.testing.assert_close(out, F.batch_norm(x, None, None, bn.weight, bn.bias, True))
+    assert int(bn.num_batches_tracked) == 1 and not torch.equal(bn.running_mean, mean)
+    parent.eval()
+    assert not any(m.training for m in teacher.modules())
+    before = copy.deepcopy(teacher.module.state_dict())
+    out = teacher(x)  # running statistics, nothing written
+    expected = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False)
+    torch.testing.assert_close(out, expected)
+    for key, value in teacher.module.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert not out.requires_grad and not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_mean_teacher_checkpoint_keeps_step_and_momentum() -> None:
+    schedule = functools.partial(linear_warmup_momentum, warmup_steps=4)
+    student = cnn(0)
+    teacher = MeanTeacher(student, momentum=0.99, schedule=schedule)
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    for step in range(3):
+        train_step(student, optimizer, seed=step)
+        teacher.update(student)
+    buffer = io.BytesIO()
+    torch.save([student.state_dict(), teacher.state_dict()], buffer)
+    buffer.seek(0)
+    student_state, teacher_state = torch.load(buffer)
+    # The layout of the examples' mean teacher, so their checkpoints load.
+    assert teacher_state["_extra_state"] == {"step": 3, "momentum": 0.99}
+    assert list(teacher_state) == ["_extra_state"] + [f"module.{k}" for k in student_state]
+    student2 = cnn(1)
+    resumed = MeanTeacher(student2, momentum=0.5, schedule=schedule)
+    student2.load_state_dict(student_state)
+    resumed.load_state_dict(teacher_state)
+    assert (resumed.step, resumed.base_momentum) == (3, 0.99)
+    assert resumed.momentum == teacher.momentum == schedule(3, 0.99)
+    train_step(student, optimizer, seed=3)
+    train_step(student2, torch.optim.SGD(student2.parameters(), lr=0.1), seed=3)
+    assert resumed.update(student2) == teacher.update(student)
+    assert resumed.step == teacher.step == 4
+    assert_state_equal(resumed, teacher, exact=True)
+    with pytest.raises(ValueError, match="step must be an integer >= 0, got -1"):
+        resumed.set_extra_state({"step": -1, "momentum": 0.9})
+    with pytest.raises(ValueError, match=r"momentum must be a probability in \[0, 1\], got 1.5"):
+        resumed.set_extra_state({"step": 0, "momentum": 1.5})
+
+
+@pytest.mark.parametrize("wrap", ["compile", "data_parallel"])
+def test_mean_teacher_looks_through_wrappers(wrap: str) -> None:
+    student = cnn(0)
+    wrapped = torch.compile(student) if wrap == "compile" else nn.DataParallel(student)
+    teacher = MeanTeacher(wrapped, momentum=0.5)
+    assert list(teacher.module.state_dict()) == list(student.state_dict())
+    train_step(student, torch.optim.SGD(student.parameters(), lr=0.1), seed=0)
+    expected = copy.deepcopy(teacher.module)
+    reference_mean_teacher_(expected, student, 0.5)
+    teacher.update(wrapped)
+    assert_state_equal(teacher.module, expected, exact=True)
+
+
+def test_mean_teacher_rejects_bad_arguments() -> None:
+    for momentum in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=rf"momentum must be a probability .*{momentum}"):
+            MeanTeacher(cnn(0), momentum=momentum)
+    with pytest.raises(
+        ValueError, match=r"dtype must be a floating dtype or None, got torch\.int64"
+    ):
+        MeanTeacher(cnn(0), dtype=torch.int64)
+    bad = MeanTeacher(cnn(0), schedule=lambda step, m: 1.5)
+    with pytest.raises(ValueError, match=r"momentum must be a probability .*1\.5"):
+        bad.update(cnn(1))
+    assert bad.step == 0
+    teacher = MeanTeacher(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match=r"'0\.weight'.*\(3, 2\).*\(4, 2\)"):
+        teacher.update(nn.Sequential(nn.Linear(2, 4), nn.Linear(4, 1)))
+    with pytest.raises(ValueError, match="step must be an integer >= 0, got -1"):
+        teacher.update(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1)), step=-1)
 
 
 # --- schedules --------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import train
+from sshpe.cli import parse_config
+from sshpe.loaders import CropCache
 from sshpe.synthetic import generate_synthetic_coco
 
 from tests.paths import EXAMPLES
@@ -154,6 +156,12 @@ def _bad_ann(tmp_path: Path) -> Path:
         (["--steps", "3", "--epochs", "2"], "not both"),
         (["--burn-in", "-1"], "--burn-in must be >= 0"),
         (["--pseudo-every", "-5"], "--pseudo-every must be >= 0"),
+        (["--lr-gamma", "nan"], "--lr-gamma must be a finite number, got 'nan'"),
+        (["--epochs", "inf"], "--epochs must be a finite number, got 'inf'"),
+        (["--device", "tpu"], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+        (["--steps", "2.5"], "--steps must be an integer"),
+        (["--config", "{tmp}/none.json"], "--config: cannot read"),
+        (["--resume", "--overwrite"], "not both"),
     ],
 )  # fmt: skip
 def test_bad_inputs_give_one_error_line(
@@ -198,7 +206,7 @@ def test_crop_cache_returns_the_dataset_crops_bit_for_bit(data: list[str]) -> No
 
     persons = load_coco_persons(data[3])
     dataset = TopDownDataset(unlabelled_instances(persons), data[1], (64, 48), 17)
-    cache = train.CropCache(dataset)
+    cache = CropCache(dataset)
     for _ in range(2):  # first read fills the cache, the second reads it
         for i in range(len(dataset)):
             got, want = cache[i], dataset[i]
@@ -223,9 +231,7 @@ def test_crop_cache_returns_the_dataset_crops_bit_for_bit(data: list[str]) -> No
     ],
 )  # fmt: skip
 def test_target_sigma_follows_the_input_size(extra: list[str], sigma: float) -> None:
-    args = train.build_parser().parse_args(extra)
-    train.apply_profile(args)
-    assert train.method_config(args).sigma == sigma
+    assert parse_config(extra).method.sigma == sigma
 
 
 def _scrambled_labels(ann: Path, out: Path) -> Path:

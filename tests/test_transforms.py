@@ -31,6 +31,7 @@ from posemum_aug.transforms import (
     apply_pose_flip,
     compose_affine,
     flip_matrix,
+    heatmap_stride,
     joint_cutout_mask,
     pose_affine_matrix,
     sample_joint_cutout,
@@ -664,3 +665,12 @@ BAD_CALLS: dict[str, Bad] = {
 def test_bad_inputs_raise_value_error(name: str) -> None:
     with pytest.raises(ValueError):
         BAD_CALLS[name]()
+
+
+def test_heatmap_stride_is_one_ratio_for_both_axes() -> None:
+    assert heatmap_stride(torch.zeros(2, 3, 128, 96), torch.zeros(2, 17, 32, 24)) == 4.0
+    assert heatmap_stride(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)) == 1.0
+    with pytest.raises(ValueError, match=r"heatmaps 25x24 .* 128x96"):
+        heatmap_stride(torch.zeros(1, 3, 128, 96), torch.zeros(1, 17, 25, 24))
+    with pytest.raises(ValueError, match="heatmaps 0x0"):
+        heatmap_stride(torch.zeros(1, 3, 128, 96), torch.zeros(1, 17, 0, 0))

@@ -72,6 +72,9 @@ __all__ = [
 ]
 
 #: ImageNet channel statistics used to normalise crops (RGB, in [0, 1]).
+#: Largest coordinate accepted in a box or keypoint, in pixels: far beyond any real image,
+#: small enough that areas and crop maps stay finite in float32.
+MAX_COORDINATE = 1e7
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -345,7 +348,7 @@ def read_coco_file(ann_file: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"annotation file not found: {path}")
     try:
-        data = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
     except ValueError as e:
         raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
     categories = data.get("categories", []) if isinstance(data, dict) else None
@@ -430,6 +433,11 @@ def _person_instance(
         raise ValueError(f"id {ann['id']} names an unknown image {ann['image_id']!r}")
     width, height, file_name = sizes[ann["image_id"]]
     x, y, w, h = (float(v) for v in ann["bbox"])
+    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in (x, y, w, h)):
+        raise ValueError(
+            f"id {ann['id']} has a bbox that is not finite or beyond {MAX_COORDINATE:g} px: "
+            f"{ann['bbox']}"
+        )
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), x + w, y + h
     if width is not None and height is not None:
         x1, y1 = min(x1, float(width)), min(y1, float(height))
@@ -440,12 +448,19 @@ def _person_instance(
         raise ValueError(
             f"id {ann['id']} has {len(flat) // 3} keypoints, the skeleton has {num_joints}"
         )
+    keypoints = np.asarray(flat, dtype=np.float64).reshape(num_joints, 3)
+    if not (np.isfinite(keypoints).all() and (np.abs(keypoints) <= MAX_COORDINATE).all()):
+        joint = int(np.flatnonzero(~(np.abs(keypoints) <= MAX_COORDINATE).all(-1))[0])
+        raise ValueError(
+            f"id {ann['id']} has a keypoint that is not finite or beyond {MAX_COORDINATE:g} "
+            f"px (joint {joint}: {keypoints[joint].tolist()})"
+        )
     return PersonInstance(
         image_id=ann["image_id"],
         ann_id=ann["id"],
         file_name=file_name,
         bbox=(x0, y0, x1 - x0, y1 - y0),
-        keypoints=np.asarray(flat, dtype=np.float32).reshape(num_joints, 3),
+        keypoints=keypoints.astype(np.float32),
         score=float(ann.get("score", 1.0)),
     )
 

@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from posemum_aug.batchnorm import frozen_running_stats
 from posemum_aug.heatmap import decode_heatmaps
-from posemum_aug.keypoints import affine_keypoints, visible_in_frame
-from sshpe.methods import SSHPEMethod, swap_sides, unwrap
+from posemum_aug.keypoints import affine_keypoints, as_flip_index, visible_in_frame
+from sshpe.methods import SSHPEMethod, unwrap
 
 #: Joint groups by name fragment, first match wins; joints matching none are ``"other"``.
 _GROUP_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -86,7 +86,12 @@ def keypoints_in_view(
     """
     points = affine_keypoints(keypoints.double(), matrix.double()).to(keypoints.dtype)
     inside = visible_in_frame(points, visibility, size) > 0
-    return swap_sides(points, flipped, flip_index), swap_sides(inside, flipped, flip_index)
+    # The matrix already mirrors the flipped samples' points; their joints remain to swap.
+    index = as_flip_index(flip_index, keypoints.shape[1], keypoints.device)
+    flipped = flipped.to(keypoints.device)
+    points = torch.where(flipped[:, None, None], points.index_select(1, index), points)
+    inside = torch.where(flipped[:, None], inside.index_select(1, index), inside)
+    return points, inside
 
 
 def _mean(values: Tensor, mask: Tensor) -> float:
@@ -282,8 +287,8 @@ def step_diagnostics(
     points, labelled = keypoints_in_view(
         keypoints.to(view.image.device),
         visibility.to(view.image.device),
-        view.matrix.to(view.image.device),
-        view.flipped,
+        pseudo.matrix.to(view.image.device),
+        pseudo.flipped,
         method.skeleton.flip_index,
         size,
     )

@@ -2,7 +2,11 @@
 
 * :func:`evaluate_keypoints` scores COCO keypoint results with pycocotools' ``COCOeval``
   (``iouType="keypoints"``), using the OKS sigmas of the file's own skeleton, so
-  CrowdPose-14 and other layouts are scored with their constants.
+  CrowdPose-14 and other layouts are scored with their constants. ``protocol="crowdpose"``
+  gives the official CrowdPose protocol instead (xtcocotools' ``keypoints_crowd`` with
+  ``use_area=False``, as the CrowdPose API and mmpose run it): OKS scale ``0.53 w h``,
+  AP easy / medium / hard by the images' ``crowdIndex``. :func:`default_protocol` picks
+  it for the CrowdPose-14 skeleton; ``protocol="auto"`` does so from the file.
 * The SSHPE protocol (Xie et al., ICCV 2021, following SimpleBaseline): ground-truth
   boxes, no flip test by default, each person re-scored by its box score times the mean
   confidence of its joints above 0.2 (:func:`rescore`), then OKS-NMS at 0.9 per image
@@ -22,45 +26,188 @@ import copy
 import io
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
-from posemum_aug.keypoints import Skeleton
+from posemum_aug.keypoints import CROWDPOSE_14, Skeleton
 from sshpe.data import keypoint_category, read_coco_file
 
 __all__ = [
+    "CROWDPOSE_AREA_FACTOR",
+    "CROWDPOSE_STAT_NAMES",
+    "CROWD_INDEX_BOUNDS",
+    "PROTOCOLS",
     "STAT_NAMES",
+    "ProtocolName",
+    "default_protocol",
     "evaluate_keypoints",
     "make_results",
     "oks",
     "oks_nms",
     "protocol_results",
     "rescore",
+    "resolve_protocol",
+    "stat_names",
 ]
 
-#: Keys of :func:`evaluate_keypoints`, in the order of ``COCOeval.stats`` for keypoints.
+#: Keys of :func:`evaluate_keypoints` under the ``coco`` protocol, in the order of
+#: ``COCOeval.stats`` for keypoints.
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+#: Keys under the ``crowdpose`` protocol, in the order of xtcocotools' ``stats`` for
+#: ``keypoints_crowd``: OKS AP and AR over all images (at most 20 detections per image),
+#: then AP over the easy, medium and hard images (:data:`CROWD_INDEX_BOUNDS`).
+CROWDPOSE_STAT_NAMES = (
+    "AP",
+    "AP50",
+    "AP75",
+    "AR",
+    "AR50",
+    "AR75",
+    "AP_easy",
+    "AP_medium",
+    "AP_hard",
+)
+#: Values of ``protocol``: ``auto`` is :func:`default_protocol` of the file's skeleton.
+PROTOCOLS = ("auto", "coco", "crowdpose")
+ProtocolName = Literal["coco", "crowdpose"]
+#: The official CrowdPose OKS scale (and area) of a person: this factor x box ``w * h``.
+CROWDPOSE_AREA_FACTOR = 0.53
+#: ``crowdIndex`` bounds of the official split: easy below the first, hard from the
+#: second on, medium between (the CrowdPose API's and xtcocotools' code; the CrowdPose
+#: paper states 0.1 for the first).
+CROWD_INDEX_BOUNDS = (0.2, 0.8)
 
 
-def _load_ground_truth(ann_file: str | Path) -> tuple[dict[str, Any], Skeleton]:
-    """The annotation file, with ``area`` filled in where missing (box area)."""
+def default_protocol(skeleton: Skeleton) -> ProtocolName:
+    """The evaluation protocol a skeleton calls for.
+
+    Args:
+        skeleton: the annotation file's skeleton (``Skeleton.from_coco_category``).
+
+    Returns:
+        ``"crowdpose"`` for CrowdPose's 14 joints (the names and order of
+        :data:`~posemum_aug.keypoints.CROWDPOSE_14`), else ``"coco"``.
+
+    Example:
+        >>> from posemum_aug.keypoints import COCO_17, CROWDPOSE_14
+        >>> default_protocol(CROWDPOSE_14), default_protocol(COCO_17)
+        ('crowdpose', 'coco')
+    """
+    return "crowdpose" if skeleton.names == CROWDPOSE_14.names else "coco"
+
+
+def resolve_protocol(protocol: str, skeleton: Skeleton) -> ProtocolName:
+    """``protocol`` checked, with ``"auto"`` replaced by :func:`default_protocol`.
+
+    For a trainer flag ``--protocol auto|coco|crowdpose``: resolve it once against the
+    validation file's skeleton and take the metric names from :func:`stat_names`.
+
+    Raises:
+        ValueError: if ``protocol`` is not one of :data:`PROTOCOLS`.
+
+    Example:
+        >>> from posemum_aug.keypoints import COCO_17
+        >>> resolve_protocol("auto", COCO_17), resolve_protocol("crowdpose", COCO_17)
+        ('coco', 'crowdpose')
+    """
+    if protocol == "auto":
+        return default_protocol(skeleton)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
+    return cast(ProtocolName, protocol)
+
+
+def stat_names(protocol: str) -> tuple[str, ...]:
+    """The keys :func:`evaluate_keypoints` returns under ``protocol``.
+
+    Raises:
+        ValueError: for ``"auto"`` (resolve it first with :func:`resolve_protocol`) or an
+            unknown name.
+
+    Example:
+        >>> stat_names("crowdpose")[-3:]
+        ('AP_easy', 'AP_medium', 'AP_hard')
+    """
+    if protocol == "coco":
+        return STAT_NAMES
+    if protocol == "crowdpose":
+        return CROWDPOSE_STAT_NAMES
+    if protocol == "auto":
+        raise ValueError(
+            "stat_names('auto') depends on the file: resolve it first with "
+            "resolve_protocol('auto', skeleton)"
+        )
+    raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
+
+
+def _box_area(path: Path, index: int, ann: dict[str, Any], factor: float | None) -> float:
+    """``w * h`` of an annotation's box, times ``factor`` when given."""
+    try:
+        w, h = float(ann["bbox"][2]), float(ann["bbox"][3])
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        what = (
+            "no 'area' and no usable 'bbox'"
+            if factor is None
+            else "no usable 'bbox' (the 'crowdpose' protocol scales OKS by 0.53 w h)"
+        )
+        raise ValueError(f"{path}: annotation #{index} has {what}: {e!r}") from None
+    # xtcocotools' order, (h * w) * 0.53, so that the OKS agree to the last bit
+    return w * h if factor is None else h * w * factor
+
+
+def _load_ground_truth(
+    ann_file: str | Path, protocol: str = "coco"
+) -> tuple[dict[str, Any], Skeleton, ProtocolName]:
+    """The annotation file prepared for ``protocol``, its skeleton and the protocol.
+
+    Both: annotation ids renumbered ``1..N`` (pycocotools marks "unmatched" with id 0, so
+    a person with id 0 could never be matched). ``coco``: ``area`` filled in where missing
+    (box area). ``crowdpose``: every ``area`` set to ``0.53 w h`` (xtcocotools'
+    ``use_area=False``, so also where the file has one) and ``crowdIndex`` checked on
+    every image.
+    """
     path = Path(ann_file)
     data = read_coco_file(path)
     category = keypoint_category(data.get("categories", []))
     if category is None:
         raise ValueError(f"{path} has no category with 'keypoints' names")
-    for index, ann in enumerate(data.get("annotations", [])):
-        if "area" not in ann:  # e.g. CrowdPose: OKS needs a scale, use the box
-            try:
-                ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
-            except (KeyError, IndexError, TypeError, ValueError) as e:
-                raise ValueError(
-                    f"{path}: annotation #{index} has no 'area' and no usable 'bbox': {e!r}"
-                ) from None
-    return data, Skeleton.from_coco_category(category)
+    skeleton = Skeleton.from_coco_category(category)
+    resolved = resolve_protocol(protocol, skeleton)
+    annotations = data.get("annotations", [])
+    for index, ann in enumerate(annotations):
+        # pycocotools marks "unmatched" with id 0: a person with id 0 could never match
+        ann["id"] = index + 1
+    if resolved == "coco":
+        for index, ann in enumerate(annotations):
+            if "area" not in ann:  # e.g. CrowdPose: OKS needs a scale, use the box
+                ann["area"] = _box_area(path, index, ann, None)
+        return data, skeleton, resolved
+    for image in data.get("images", []):
+        crowd_index = image.get("crowdIndex")
+        if isinstance(crowd_index, bool) or not isinstance(crowd_index, int | float):
+            raise ValueError(
+                f"{path}: the 'crowdpose' protocol splits the images into easy / medium / "
+                f"hard by their 'crowdIndex', but image {image.get('id')!r} has "
+                f"{'none' if crowd_index is None else repr(crowd_index)}; evaluate this file "
+                "with protocol='coco', or use the official CrowdPose annotations (which "
+                "carry it)"
+            )
+    for index, ann in enumerate(annotations):
+        ann["area"] = _box_area(path, index, ann, CROWDPOSE_AREA_FACTOR)
+    return data, skeleton, resolved
+
+
+def _split_by_crowd_index(images: Sequence[dict[str, Any]]) -> tuple[list[Any], ...]:
+    """Image ids of the easy, medium and hard images (:data:`CROWD_INDEX_BOUNDS`)."""
+    first, second = CROWD_INDEX_BOUNDS
+    split: tuple[list[Any], ...] = ([], [], [])
+    for image in images:
+        crowd_index = image["crowdIndex"]
+        split[0 if crowd_index < first else 1 if crowd_index < second else 2].append(image["id"])
+    return split
 
 
 def evaluate_keypoints(
@@ -68,33 +215,60 @@ def evaluate_keypoints(
     ann_file: str | Path,
     *,
     sigmas: Sequence[float] | None = None,
+    protocol: str = "coco",
     verbose: bool = False,
 ) -> dict[str, float]:
     """OKS average precision and recall of keypoint results with pycocotools.
 
+    ``protocol="coco"`` (the default) is pycocotools' ``COCOeval(iouType="keypoints")``;
+    an annotation without ``area`` (CrowdPose's) is scaled by its box area ``w h``.
+
+    ``protocol="crowdpose"`` is the official CrowdPose protocol, equal to xtcocotools'
+    ``COCOeval(iouType="keypoints_crowd", use_area=False)``, the evaluation of the
+    CrowdPose API and of mmpose (checked against xtcocotools 1.14.3 in
+    tests/test_sshpe_evaluate.py):
+
+    * OKS scale (and area) of every person ``0.53 w h`` of its box, also where the file has
+      an ``area``; a smaller scale than COCO's rule, hence a lower AP on the same results;
+    * a person is ignored if ``iscrowd`` or its ``num_keypoints`` is 0 (CrowdPose counts
+      only joints with visibility 2 there), while OKS runs over all labelled joints;
+    * results none of whose joint scores is positive are dropped before matching;
+    * at most 20 detections per image, area range "all" only;
+    * ``AP_easy``, ``AP_medium``, ``AP_hard``: AP re-run on the images with
+      ``crowdIndex`` < 0.2, in [0.2, 0.8), >= 0.8 (:data:`CROWD_INDEX_BOUNDS`), rounded to
+      4 decimals as xtcocotools does, -1 when no image (or no person) falls in the class.
+
+    ``protocol="auto"`` is :func:`default_protocol` of the file's skeleton.
+
     Args:
         results: COCO keypoint results, dicts with ``image_id``, ``category_id``,
             ``keypoints`` (flat ``x, y, score`` per joint) and ``score``. Not modified.
-        ann_file: the ground-truth annotation file (COCO format, any skeleton).
+        ann_file: the ground-truth annotation file (COCO format, any skeleton; with
+            ``crowdIndex`` on every image for the ``crowdpose`` protocol).
         sigmas: OKS sigmas overriding those of the file's skeleton
             (:meth:`~posemum_aug.keypoints.Skeleton.from_coco_category`).
-        verbose: let pycocotools print its progress and summary table.
+        protocol: ``"coco"``, ``"crowdpose"`` or ``"auto"`` (:data:`PROTOCOLS`).
+        verbose: let pycocotools print its progress and the summary table.
 
     Returns:
-        ``AP``, ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ``AR50``, ``AR75``, ``ARm``,
-        ``ARl`` as floats in ``[0, 1]``; pycocotools reports -1 for an area range without
-        ground truth. Empty ``results`` give all zeros.
+        :func:`stat_names` of the protocol as floats in ``[0, 1]``. ``coco``: ``AP``,
+        ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ``AR50``, ``AR75``, ``ARm``, ``ARl``
+        (:data:`STAT_NAMES`). ``crowdpose``: ``AP``, ``AP50``, ``AP75``, ``AR``, ``AR50``,
+        ``AR75``, ``AP_easy``, ``AP_medium``, ``AP_hard`` (:data:`CROWDPOSE_STAT_NAMES`).
+        pycocotools reports -1 for a range without ground truth. Empty ``results`` (under
+        ``crowdpose``: none with a positive joint score) give all zeros.
 
     Raises:
-        ValueError: if the file is missing or has no keypoint category, or a result
-            names an image not in the file or has the wrong number of keypoints.
+        ValueError: if the file is missing or has no keypoint category, a result names an
+            image not in the file or has the wrong number of keypoints, ``protocol`` is
+            unknown, or under ``crowdpose`` an image has no ``crowdIndex`` or a person no
+            ``bbox``.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    data, skeleton = _load_ground_truth(ann_file)
-    if not results:
-        return dict.fromkeys(STAT_NAMES, 0.0)
+    data, skeleton, resolved = _load_ground_truth(ann_file, protocol)
+    names = stat_names(resolved)
     k = skeleton.num_joints
     image_ids = {im["id"] for im in data["images"]}
     for r in results:
@@ -104,6 +278,10 @@ def evaluate_keypoints(
             raise ValueError(
                 f"results must have {3 * k} keypoint values ({k} joints), got {len(r['keypoints'])}"
             )
+    if resolved == "crowdpose":  # xtcocotools skips results without a positive joint score
+        results = [r for r in results if any(v > 0 for v in r["keypoints"][2::3])]
+    if not results:
+        return dict.fromkeys(names, 0.0)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         ground_truth = COCO()
@@ -116,8 +294,33 @@ def evaluate_keypoints(
         )
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    return {name: float(v) for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
+        if resolved == "coco":
+            evaluator.summarize()
+            return {name: float(v) for name, v in zip(names, evaluator.stats, strict=True)}
+    return _crowdpose_stats(evaluator, data["images"], verbose)
+
+
+def _crowdpose_stats(
+    evaluator: Any, images: Sequence[dict[str, Any]], verbose: bool
+) -> dict[str, float]:
+    """xtcocotools' ``keypoints_crowd`` summary from an evaluated, accumulated ``COCOeval``."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.summarize()  # pycocotools' keypoint stats: 0-2 AP, 5-7 AR, maxDets 20, "all"
+        stats = {
+            name: float(evaluator.stats[i])
+            for name, i in zip(CROWDPOSE_STAT_NAMES[:6], (0, 1, 2, 5, 6, 7), strict=True)
+        }
+        for name, ids in zip(CROWDPOSE_STAT_NAMES[6:], _split_by_crowd_index(images), strict=True):
+            evaluator.params.imgIds = ids
+            evaluator.evaluate()
+            evaluator.accumulate()
+            # xtcocotools: the mean of the whole "all"-area precision array, -1 entries
+            # included (all -1 for a class without images), rounded to 4 decimals
+            stats[name] = float(np.round(np.mean(evaluator.eval["precision"][:, :, :, 0, :]), 4))
+    if verbose:
+        for name, value in stats.items():
+            print(f" {name:<10} @[ maxDets= 20 ] = {value:0.3f}")
+    return stats
 
 
 def rescore(box_scores: Tensor, joint_scores: Tensor, threshold: float = 0.2) -> Tensor:

@@ -11,11 +11,18 @@
   level, plus stochastic feature-level re-mixing, unmixed before the head) + an
   :class:`~posemum_aug.teacher.EMANTeacher` + optional pseudo-label filters.
 
-The two teachers differ in how BatchNorm is treated, the point of EMAN (Cai et al., 2021):
-:class:`MeanTeacher` averages parameters only and runs in train mode, so its BatchNorm
-normalises with the statistics of the batch it sees (and keeps its own running statistics
-for evaluation); :class:`~posemum_aug.teacher.EMANTeacher` averages parameters *and*
-BatchNorm statistics and always runs in eval mode. ``--teacher`` swaps them for ablations.
+The two teachers, both from :mod:`posemum_aug.teacher`, differ in how BatchNorm is treated,
+the point of EMAN (Cai et al., 2021): :class:`~posemum_aug.teacher.MeanTeacher` averages
+parameters only and runs in train mode, so its BatchNorm normalises with the statistics of
+the batch it sees (and keeps its own running statistics for evaluation);
+:class:`~posemum_aug.teacher.EMANTeacher` averages parameters *and* BatchNorm statistics and
+always runs in eval mode. ``--teacher`` swaps them for ablations.
+
+The views are the library's transform results
+(:class:`~posemum_aug.transforms.PoseTransformResult`): the easy view is a
+:class:`~posemum_aug.transforms.RandomPoseAffine` result followed by an
+:func:`~posemum_aug.transforms.apply_pose_flip` result, whose ``params`` (the matrices and
+the flip flags) replay it.
 
 Every random draw (affine matrices, flips, cutout boxes, tile plans) comes from one CPU
 ``torch.Generator`` owned by :class:`SSHPEMethod`, so a step is a pure function of the
@@ -24,11 +31,10 @@ model state, the batch and that generator's state: that is what makes ``--resume
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
 
 import torch
@@ -37,21 +43,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from posemum_aug.batchnorm import frozen_running_stats
 from posemum_aug.filters import confidence_weights, flip_consistency_weights, hard_targets
-from posemum_aug.heatmap import decode_heatmaps, render_heatmaps, warp_heatmaps
-from posemum_aug.keypoints import Skeleton, heatmap_matrix
+from posemum_aug.heatmap import decode_heatmaps, render_heatmaps
+from posemum_aug.keypoints import Skeleton
 from posemum_aug.mix import MixHandle, PoseMUM
 from posemum_aug.teacher import (
     EMANTeacher,
+    MeanTeacher,
     MomentumSchedule,
     constant_momentum,
     linear_warmup_momentum,
 )
 from posemum_aug.transforms import (
     JointCutout,
+    PoseTransformResult,
     RandomPoseAffine,
     apply_pose_flip,
     compose_affine,
     flip_matrix,
+    heatmap_stride,
     sample_pose_flip,
 )
 
@@ -93,7 +102,7 @@ class MethodConfig:
             statistics, and an EMAN teacher's average of them, come from the clean
             labelled views alone. With ``"update"`` an EMAN teacher's heatmaps are much
             flatter than on batch statistics (see examples/README.md).
-        teacher: ``"ema"`` (:class:`MeanTeacher`) or ``"eman"``
+        teacher: ``"ema"`` (:class:`~posemum_aug.teacher.MeanTeacher`) or ``"eman"``
             (:class:`~posemum_aug.teacher.EMANTeacher`); ``None`` picks ``"ema"`` for
             ``consistency`` and ``"eman"`` otherwise.
         momentum: teacher EMA momentum, the weight kept on the teacher (EMAN: 0.999).
@@ -120,7 +129,7 @@ class MethodConfig:
 
     method: Method = "posemum"
     sigma: float = 2.0
-    unbiased: bool = True
+    unbiased: bool = field(default=True, metadata={"flag": "--unbiased-targets"})
     scale_sigma: float = 0.25
     scale_range: tuple[float, float] = (0.75, 1.25)
     rotation_sigma: float = 30.0
@@ -131,29 +140,64 @@ class MethodConfig:
     joint_cutout: bool = True
     cutout_joints: int = 5
     cutout_jitter: float = 10.0
-    cutout_half_size: tuple[int, int] = (10, 19)
+    cutout_half_size: tuple[int, int] = field(
+        default=(10, 19), metadata={"metavar": ("LOW", "HIGH")}
+    )
     unsup_weight: float = 1.0
     burn_in: int = 0
     unsup_ramp: int = 0
     hard_bn_stats: Literal["update", "frozen"] = "frozen"
     teacher: Literal["ema", "eman"] | None = None
-    momentum: float = 0.999
+    momentum: float = field(default=0.999, metadata={"flag": "--ema-momentum"})
     momentum_warmup: int = 0
     momentum_start: float = 0.5
-    mix_group: int = 4
-    mix_grid: tuple[int, int] = (4, 4)
+    mix_group: int = field(default=4, metadata={"metavar": "G"})
+    mix_grid: tuple[int, int] = field(default=(4, 4), metadata={"metavar": ("TH", "TW")})
     mix_p: float = 1.0
     mix_p_feature: float = 0.5
     mix_feature_mode: Literal["one", "all"] = "one"
     mix_at: tuple[str, ...] = ("", "layer1", "layer2", "layer3")
     unmix_at: str = "layer4"
     mix_labeled: bool = False
-    confidence: float | None = None
-    confidence_mode: Literal["absolute", "percentile"] = "absolute"
-    flip_consistency: float | None = None
+    confidence: float | None = field(
+        default=None, metadata={"flag": "--filter-confidence", "metavar": "T"}
+    )
+    confidence_mode: Literal["absolute", "percentile"] = field(
+        default="absolute", metadata={"flag": "--filter-mode"}
+    )
+    flip_consistency: float | None = field(
+        default=None, metadata={"flag": "--filter-flip", "metavar": "PX"}
+    )
     hard_targets: bool = False
     hard_threshold: float = 0.1
     decode: Literal["dark", "quarter", "none"] = "dark"
+
+    def __post_init__(self) -> None:
+        """Reject values no step can use, naming the option by its command-line flag
+        (the mixing options are checked by :class:`~posemum_aug.mix.PoseMUM`)."""
+        at_least: dict[str, float] = {
+            "burn_in": 0, "unsup_ramp": 0, "momentum_warmup": 0, "cutout_joints": 0,
+            "unsup_weight": 0, "scale_sigma": 0, "rotation_sigma": 0, "rotation_limit": 0,
+            "cutout_jitter": 0, "hard_threshold": 0, "mix_group": 1,
+        }  # fmt: skip
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if not value >= low:
+                raise ValueError(f"{_flag(name)} must be >= {low}, got {value}")
+        for name in ("rotation_p", "hard_rotation_p", "flip_p", "momentum", "momentum_start"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{_flag(name)} must be in [0, 1], got {value}")
+        if not self.sigma > 0:
+            raise ValueError(f"{_flag('sigma')} must be > 0, got {self.sigma}")
+        low, high = self.scale_range
+        if not 0 < low <= high:
+            raise ValueError(f"{_flag('scale_range')} must be 0 < LOW <= HIGH, got {low} {high}")
+        low_px, high_px = self.cutout_half_size
+        if not 0 <= low_px <= high_px:
+            raise ValueError(
+                f"{_flag('cutout_half_size')} must be 0 <= LOW <= HIGH, got {low_px} {high_px}"
+            )
 
     @property
     def semi_supervised(self) -> bool:
@@ -166,6 +210,12 @@ class MethodConfig:
         if self.teacher is not None:
             return self.teacher
         return "ema" if self.method == "consistency" else "eman"
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a :class:`MethodConfig` field (see sshpe.config)."""
+    (found,) = [f for f in fields(MethodConfig) if f.name == name]
+    return str(found.metadata.get("flag", "--" + name.replace("_", "-")))
 
 
 def scaled_cutout(input_height: int) -> tuple[float, tuple[int, int]]:
@@ -224,24 +274,32 @@ def joint_mse(pred: Tensor, target: Tensor, weights: Tensor) -> Tensor:
     return 0.5 * (diff * weights.float()).mean()
 
 
-@dataclass(frozen=True)
-class View:
-    """An augmented view of a batch of base crops.
+def view_matrix(affine: PoseTransformResult[Tensor], flip: PoseTransformResult[Tensor]) -> Tensor:
+    """The map from base-crop pixels to an easy view's pixels, flip included.
 
-    Attributes:
-        image: ``(B, 3, H, W)`` augmented images.
-        keypoints: ``(B, K, 2)`` keypoints in the view (``None`` for unlabelled data).
-        visibility: ``(B, K)`` visibility in the view, 0 outside the frame.
-        matrix: ``(B, 2, 3)`` the view's map from base-crop pixels to view pixels,
-            flip included (joint swap not included: see ``flipped``).
-        flipped: ``(B,)`` bool, samples whose left and right joints were swapped.
+    Args:
+        affine: the view's :class:`~posemum_aug.transforms.RandomPoseAffine` result
+            (``params``: ``(B, 2, 3)`` matrices).
+        flip: the :func:`~posemum_aug.transforms.apply_pose_flip` result on it
+            (``params``: ``(B,)`` bool flags).
+
+    Returns:
+        ``(B, 2, 3)`` matrices, in ``affine.params``' dtype. The joint swap of flipped
+        samples is not included: joint ``k`` of a flipped view is joint
+        ``flip_index[k]`` of the base crop.
+
+    Example:
+        >>> import torch
+        >>> from posemum_aug.transforms import apply_pose_affine
+        >>> image = torch.zeros(1, 1, 2, 4)
+        >>> affine = apply_pose_affine(image, torch.eye(2, 3)[None])
+        >>> flip = apply_pose_flip(affine.image, torch.tensor([True]), [0])
+        >>> view_matrix(affine, flip)
+        tensor([[[-1.,  0.,  3.],
+                 [ 0.,  1.,  0.]]])
     """
-
-    image: Tensor
-    keypoints: Tensor | None
-    visibility: Tensor | None
-    matrix: Tensor
-    flipped: Tensor
+    flips = flip_matrix(flip.image.shape[-1], flip.params, dtype=affine.params.dtype)
+    return compose_affine(affine.params, flips)
 
 
 @dataclass(frozen=True)
@@ -249,90 +307,28 @@ class PseudoLabels:
     """What the last unlabelled step fitted the student to, kept for diagnostics.
 
     Attributes:
-        view: the easy view the teacher saw (its matrix maps base crops into it).
+        affine: the easy view's affine (its ``params`` map base crops into it).
+        view: the easy view the teacher saw, the flip of ``affine.image`` (its ``params``
+            are the flip flags).
         targets: ``(B, K, h, w)`` the teacher's heatmaps on that view (after filters'
             hard targets, before the hard view's warp).
         weights: ``(B, K)`` the filters' per-joint weights.
     """
 
-    view: View
+    affine: PoseTransformResult[Tensor]
+    view: PoseTransformResult[Tensor]
     targets: Tensor
     weights: Tensor
 
-
-class MeanTeacher(nn.Module):
-    """The classic mean teacher (Tarvainen & Valpola, 2017): an EMA of parameters only.
-
-    A deep copy of the student without gradients. :meth:`update` moves each *parameter*
-    towards the student's, ``teacher <- m * teacher + (1 - m) * student``; buffers are
-    not averaged. The teacher follows the parent's train / eval mode, so during training
-    its BatchNorm normalises with the statistics of the batch it is given and updates its
-    own running statistics from them, which evaluation (eval mode) then uses. This is the
-    "EMA teacher" EMAN (Cai et al., 2021) compares against; :class:`EMANTeacher` differs
-    exactly there.
-
-    Args:
-        student: the network to average (a DDP wrapper is looked through).
-        momentum: weight kept on the teacher, in ``[0, 1]``.
-        schedule: ``schedule(step, momentum)``, as for ``EMANTeacher`` (``None``: constant).
-
-    Example:
-        >>> import torch
-        >>> student = nn.Linear(1, 1)
-        >>> teacher = MeanTeacher(student, momentum=0.5)
-        >>> with torch.no_grad():
-        ...     _ = student.weight.add_(2.0)
-        >>> teacher.update(student)
-        0.5
-        >>> torch.allclose(teacher.module.weight, student.weight - 1.0)
-        True
-    """
-
-    def __init__(
-        self,
-        student: nn.Module,
-        momentum: float = 0.999,
-        schedule: Any = None,
-    ) -> None:
-        super().__init__()
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
-        self.module = copy.deepcopy(unwrap(student)).requires_grad_(False)
-        self.base_momentum = float(momentum)
-        self.schedule = schedule
-        self.step = 0
+    @property
+    def matrix(self) -> Tensor:
+        """``(B, 2, 3)`` base-crop pixels to view pixels (:func:`view_matrix`)."""
+        return view_matrix(self.affine, self.view)
 
     @property
-    def momentum(self) -> float:
-        """The momentum the next :meth:`update` uses."""
-        if self.schedule is None:
-            return self.base_momentum
-        return float(self.schedule(self.step, self.base_momentum))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """The teacher's heatmaps, without a graph."""
-        with torch.no_grad():
-            out: Tensor = self.module(x)
-            return out
-
-    @torch.no_grad()
-    def update(self, student: nn.Module) -> float:
-        """One EMA step of the parameters towards ``student``; returns the momentum used."""
-        momentum = self.momentum
-        teacher_params = list(self.module.parameters())
-        student_params = [p.detach() for p in unwrap(student).parameters()]
-        torch._foreach_lerp_(teacher_params, student_params, 1.0 - momentum)
-        self.step += 1
-        return momentum
-
-    def get_extra_state(self) -> dict[str, Any]:
-        """The step counter and base momentum, saved in ``state_dict``."""
-        return {"step": self.step, "momentum": self.base_momentum}
-
-    def set_extra_state(self, state: Any) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        self.step = int(state["step"])
-        self.base_momentum = float(state["momentum"])
+    def flipped(self) -> Tensor:
+        """``(B,)`` bool, the samples whose left and right joints were swapped."""
+        return self.view.params
 
 
 Teacher = MeanTeacher | EMANTeacher
@@ -346,7 +342,8 @@ def build_teacher(student: nn.Module, config: MethodConfig) -> Teacher:
         config: the method's options (teacher kind, momentum, warm-up).
 
     Returns:
-        A :class:`MeanTeacher` or an :class:`~posemum_aug.teacher.EMANTeacher`.
+        A :class:`~posemum_aug.teacher.MeanTeacher` or an
+        :class:`~posemum_aug.teacher.EMANTeacher`.
     """
     schedule: MomentumSchedule | None = None
     if config.momentum_warmup > 0:
@@ -383,28 +380,6 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-def swap_sides(x: Tensor, flags: Tensor, flip_index: Sequence[int]) -> Tensor:
-    """Permute the joint axis (dim 1) by ``flip_index`` for the flagged samples.
-
-    Args:
-        x: ``(B, K, ...)`` per-joint values (keypoints, visibility, heatmaps).
-        flags: ``(B,)`` bool.
-        flip_index: the skeleton's ``K`` flip indices.
-
-    Returns:
-        ``(B, K, ...)``, same dtype and device.
-
-    Example:
-        >>> import torch
-        >>> swap_sides(torch.tensor([[1, 2], [3, 4]]), torch.tensor([True, False]), [1, 0])
-        tensor([[2, 1],
-                [3, 4]])
-    """
-    index = torch.as_tensor(flip_index, device=x.device)
-    mask = flags.to(x.device).view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(mask, x.index_select(1, index), x)
-
-
 class SSHPEMethod:
     """One training step of ``supervised``, ``consistency`` or ``posemum``.
 
@@ -439,17 +414,16 @@ class SSHPEMethod:
         self.generator = generator
         self.amp = amp
         self.teacher = build_teacher(student, config)
-        easy = dict(
-            scale_sigma=config.scale_sigma,
-            scale_range=config.scale_range,
-            rotation_sigma=config.rotation_sigma,
-            rotation_limit=config.rotation_limit,
-        )
-        self.easy_affine = RandomPoseAffine(
-            **easy, rotation_p=config.rotation_p, generator=generator
-        )
-        self.hard_affine = RandomPoseAffine(
-            **easy, rotation_p=config.hard_rotation_p, generator=generator
+        self.easy_affine, self.hard_affine = (
+            RandomPoseAffine(
+                scale_sigma=config.scale_sigma,
+                scale_range=config.scale_range,
+                rotation_sigma=config.rotation_sigma,
+                rotation_limit=config.rotation_limit,
+                rotation_p=p,
+                generator=generator,
+            )
+            for p in (config.rotation_p, config.hard_rotation_p)
         )
         self.cutout = JointCutout(
             config.cutout_joints,
@@ -479,7 +453,7 @@ class SSHPEMethod:
 
     def easy_view(
         self, image: Tensor, keypoints: Tensor | None = None, visibility: Tensor | None = None
-    ) -> View:
+    ) -> tuple[PoseTransformResult[Tensor], PoseTransformResult[Tensor]]:
         """SSHPE's easy view: random scale and rotation about the centre, then a flip.
 
         Args:
@@ -488,18 +462,19 @@ class SSHPEMethod:
             visibility: ``(B, K)``, with ``keypoints``.
 
         Returns:
-            The :class:`View`; its matrix composes the affine and the flip.
+            ``(affine, view)``: the affine's result (``params``: ``(B, 2, 3)`` matrices) and
+            the view, the flip's result on it (``image`` ``(B, 3, H, W)``, ``keypoints``
+            ``(B, K, 2)`` and ``visibility`` ``(B, K)`` with the joints swapped where
+            flipped; ``params``: ``(B,)`` bool flags). :func:`view_matrix` composes the two.
         """
         affine = self.easy_affine(image, keypoints, visibility)
         flags = sample_pose_flip(
             image.shape[0], self.config.flip_p, generator=self.generator, device=image.device
         )
-        flip = apply_pose_flip(
+        view = apply_pose_flip(
             affine.image, flags, self.skeleton.flip_index, affine.keypoints, affine.visibility
         )
-        flips = flip_matrix(image.shape[-1], flags, dtype=affine.params.dtype)
-        matrix = compose_affine(affine.params, flips)
-        return View(flip.image, flip.keypoints, flip.visibility, matrix, flags)
+        return affine, view
 
     def supervised_loss(self, image: Tensor, keypoints: Tensor, visibility: Tensor) -> Tensor:
         """Joint-weighted MSE of the student on the easy view of labelled crops.
@@ -512,10 +487,10 @@ class SSHPEMethod:
         Returns:
             A scalar loss.
         """
-        view = self.easy_view(image, keypoints, visibility)
+        _, view = self.easy_view(image, keypoints, visibility)
         with self._mixing(self.config.mix_labeled), self._autocast():
             pred = self.student(view.image)
-        stride = image.shape[-1] / pred.shape[-1]
+        stride = heatmap_stride(image, pred)
         keypoints, visibility = cast(Tensor, view.keypoints), cast(Tensor, view.visibility)
         target, weights = render_heatmaps(
             keypoints / stride,
@@ -561,7 +536,7 @@ class SSHPEMethod:
                 mirrored,
                 self.skeleton.flip_index,
                 config.flip_consistency,
-                stride=image.shape[-1] / heatmaps.shape[-1],
+                stride=heatmap_stride(image, heatmaps),
                 refine=config.decode,
             )
         if config.hard_targets:
@@ -584,12 +559,12 @@ class SSHPEMethod:
         Returns:
             A scalar loss.
         """
-        easy = self.easy_view(image)
+        affine, easy = self.easy_view(image)
         targets, weights = self.pseudo_labels(easy.image)
-        self.last_pseudo = PseudoLabels(easy, targets, weights)
+        self.last_pseudo = PseudoLabels(affine, easy, targets, weights)
         hard_image = easy.image
         if self.config.joint_cutout:
-            stride = image.shape[-1] / targets.shape[-1]
+            stride = heatmap_stride(image, targets)
             peaks, _ = decode_heatmaps(targets, refine=self.config.decode)
             hard_image = self.cutout(hard_image, peaks * stride).image
         hard = self.hard_affine(hard_image, heatmaps=targets)
@@ -655,9 +630,10 @@ def predict_heatmaps(
 ) -> Tensor:
     """Heatmaps of ``model`` on ``image``, averaged with the flipped image's if asked.
 
-    The flipped pass is mapped back exactly: its heatmaps are warped with the image flip
-    ``x -> W - 1 - x`` expressed in heatmap pixels (a sub-pixel shift on top of the
-    mirror at stride 4) and left and right joints are swapped.
+    The flipped pass is mapped back exactly by :func:`~posemum_aug.transforms.apply_pose_flip`:
+    its heatmaps are warped with the image flip ``x -> W - 1 - x`` expressed in heatmap
+    pixels (a sub-pixel shift on top of the mirror at stride 4) and left and right joints
+    are swapped.
 
     Args:
         model: the network, in eval mode.
@@ -667,12 +643,11 @@ def predict_heatmaps(
     Returns:
         ``(B, K, h, w)`` float32 heatmaps.
     """
-    heatmaps = model(image).float()
+    heatmaps: Tensor = model(image).float()
     if flip_index is None:
         return heatmaps
-    flipped = model(image.flip(-1)).float()
+    mirrored = image.flip(-1)
     flags = torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
-    stride = image.shape[-1] / heatmaps.shape[-1]
-    back = heatmap_matrix(flip_matrix(image.shape[-1], flags, dtype=torch.float32), stride)
-    flipped = warp_heatmaps(flipped, back.to(image.device), heatmaps.shape[-2:])
-    return 0.5 * (heatmaps + swap_sides(flipped, flags, flip_index))
+    mirrored_heatmaps: Tensor = model(mirrored).float()
+    back = apply_pose_flip(mirrored, flags, flip_index, heatmaps=mirrored_heatmaps)
+    return 0.5 * (heatmaps + cast(Tensor, back.heatmaps))

@@ -21,7 +21,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -53,7 +53,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(y)) + identity)
+        out: torch.Tensor = self.relu(self.bn2(self.conv2(y)) + identity)
+        return out
 
 
 class Bottleneck(nn.Module):
@@ -77,7 +78,8 @@ class Bottleneck(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + identity)
+        out: torch.Tensor = self.relu(self.bn3(self.conv3(y)) + identity)
+        return out
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
@@ -173,13 +175,14 @@ class SimpleBaseline(nn.Module):
             elif isinstance(m, Bottleneck):
                 nn.init.zeros_(m.bn3.weight)
         nn.init.normal_(self.head.weight, std=0.001)
-        nn.init.zeros_(self.head.bias)
+        nn.init.zeros_(cast(torch.Tensor, self.head.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Heatmaps ``(B, K, H/4, W/4)`` for normalised crops ``(B, 3, H, W)``."""
         x = self.stem(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.head(self.deconv(x))
+        heatmaps: torch.Tensor = self.head(self.deconv(x))
+        return heatmaps
 
 
 def load_pretrained(model: SimpleBaseline, path: str | Path) -> list[str]:

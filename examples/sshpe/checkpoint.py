@@ -1,0 +1,114 @@
+"""Checkpoints: what a run saves to continue exactly, written atomically and read with
+one-line errors.
+
+A checkpoint holds the step, the configuration, the student, the teacher, the optimiser
+and scheduler, every process's random states and the loss sums of the open log window.
+It is written to a temporary file and renamed over the last one, so a kill or a full disk
+never leaves a damaged checkpoint in place of a good one.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CHECKPOINT",
+    "KEYS",
+    "CheckpointError",
+    "load_checkpoint",
+    "rng_state",
+    "save_atomic",
+    "set_rng_state",
+]
+
+#: The checkpoint's file name in the run folder.
+CHECKPOINT = "checkpoint.pt"
+#: The entries every checkpoint has.
+KEYS = (
+    "step",
+    "total_steps",
+    "config",
+    "world_size",
+    "student",
+    "teacher",
+    "optimizer",
+    "scheduler",
+    "rng",
+    "loss_window",
+)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be written or read; the message names the file."""
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """This process's random states: the step generator, torch's CPU and CUDA generators.
+
+    Every draw of a step comes from ``generator``; the global generators are saved too so
+    that code added to the step stays exact. Python's and numpy's are not used.
+    """
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
+
+    Raises:
+        CheckpointError: if the file cannot be written (the old one is kept).
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "write failed" in str(e)
+        reason = "the disk is full" if full else str(e).splitlines()[0]
+        raise CheckpointError(f"cannot write the checkpoint {path}: {reason}") from None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_atomic`, checked to have every entry of
+    :data:`KEYS`.
+
+    Raises:
+        CheckpointError: if the file is missing, truncated, not a checkpoint, or lacks an
+            entry; the message names the file.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path} is damaged or not a checkpoint ({reason}); remove it to start over"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this trainer")
+    missing = [key for key in KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this trainer (no {', '.join(missing)})"
+        )
+    return ckpt

@@ -1,0 +1,518 @@
+"""The trainer's configuration: typed dataclasses, one declaration per option.
+
+Each option is one dataclass field. Its type gives the command-line parser (see
+:mod:`sshpe.cli`), its entry in the class docstring's ``Attributes:`` section is the help
+text, and ``metadata`` may hold a ``flag`` (when the command-line name differs from the
+field's) and a ``metavar``. A run's configuration is built in layers, later ones winning:
+
+1. the field defaults (the SSHPE protocol for your own annotation files);
+2. the :data:`PROFILES` entry of the data: ``synthetic`` (no data arguments: a CPU-sized
+   job on the bundled set, the README's command) or ``files``;
+3. sizes derived from the crop height (target sigma, Joint Cutout boxes) unless given;
+4. a saved configuration (``--config run/config.json``);
+5. the command-line flags.
+
+The result, :class:`TrainConfig`, is what the trainer saves in its run folder and its
+checkpoints: ``--config`` repeats a run exactly and ``--resume`` compares it section by
+section (every section but :class:`RuntimeConfig` must match).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from sshpe.methods import MethodConfig, scaled_cutout, scaled_sigma
+
+__all__ = [
+    "CONFIG_FILE",
+    "INVOCATION_ONLY",
+    "PROFILES",
+    "SECTIONS",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "RuntimeConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "build_config",
+    "flag_of",
+    "load_config_file",
+]
+
+
+#: The resolved configuration's file name in a run folder.
+CONFIG_FILE = "config.json"
+#: Runtime options that hold for one invocation only: a saved configuration's are ignored.
+INVOCATION_ONLY = frozenset({"resume", "overwrite", "stop_after"})
+#: Options by section, ``{section: {field: value}}``.
+Layer = Mapping[str, Mapping[str, Any]]
+
+
+class ConfigError(ValueError):
+    """A bad option value; the message names the option as its command-line flag."""
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "posemum-aug"
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data (all files omitted: the bundled synthetic set).
+
+    Attributes:
+        images: image folder of the training annotations.
+        train_ann: COCO keypoint annotations for training.
+        val_ann: COCO keypoint annotations for evaluation.
+        val_images: image folder of the evaluation annotations (default: images).
+        unlabeled_ann: annotations of the unlabelled pool, labels ignored (default:
+            train_ann).
+        unlabeled_images: image folder of the unlabelled pool (default: images).
+        labeled: labelled instances, the first N of train_ann in file order; 0 = all.
+    """
+
+    images: Path | None = None
+    train_ann: Path | None = None
+    val_ann: Path | None = None
+    val_images: Path | None = None
+    unlabeled_ann: Path | None = None
+    unlabeled_images: Path | None = None
+    labeled: int = 1000
+
+    def __post_init__(self) -> None:
+        given = [v is not None for v in (self.images, self.train_ann, self.val_ann)]
+        _require(
+            all(given) or not any(given),
+            "give --images, --train-ann and --val-ann together (or none of them)",
+        )
+        _require(self.labeled >= 0, f"--labeled must be >= 0 (0 = all), got {self.labeled}")
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the run trains on the bundled synthetic set."""
+        return self.images is None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model.
+
+    Attributes:
+        arch: SimpleBaseline backbone.
+        width: channel multiplier (1 = paper).
+        input_size: crop height and width, multiples of 32; heatmaps are 4x smaller.
+        pretrained: weights to start from (see sshpe.models.load_pretrained).
+    """
+
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    width: float = 1.0
+    input_size: tuple[int, int] = field(default=(256, 192), metadata={"metavar": ("H", "W")})
+    pretrained: Path | None = None
+
+    def __post_init__(self) -> None:
+        height, width = self.input_size
+        _require(
+            height >= 32 and width >= 32 and height % 32 == 0 and width % 32 == 0,
+            f"--input-size must be multiples of 32, got {height} {width}",
+        )
+        _require(self.width > 0, f"--width must be > 0, got {self.width}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Optimisation.
+
+    Attributes:
+        steps: training steps (or give epochs).
+        epochs: passes over the labelled set, instead of steps.
+        batch_size: labelled crops per step and process.
+        unlabeled_batch_size: unlabelled crops per step and process.
+        lr: Adam learning rate.
+        lr_milestones: fractions of the steps where the learning rate is multiplied by
+            lr_gamma.
+        lr_gamma: learning-rate decay factor.
+        seed: seed of the weights, the augmentation and the data order.
+        amp: bfloat16 autocast (CUDA only).
+    """
+
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 32
+    unlabeled_batch_size: int = 32
+    lr: float = 1e-3
+    lr_milestones: tuple[float, ...] = (0.7, 0.9)
+    lr_gamma: float = 0.1
+    seed: int = 0
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.steps is None or self.epochs is None, "give --steps or --epochs, not both")
+        for name in ("steps", "batch_size", "unlabeled_batch_size"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"{flag_of(name)} must be >= 1, got {value}")
+        _require(self.epochs is None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
+        _require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _require(self.lr_gamma > 0, f"--lr-gamma must be > 0, got {self.lr_gamma}")
+        _require(
+            all(0 < f < 1 for f in self.lr_milestones),
+            f"--lr-milestones are fractions in (0, 1), got {list(self.lr_milestones)}",
+        )
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation.
+
+    Attributes:
+        flip_test: average each prediction with the flipped crop's.
+        eval_batch_size: crops per evaluation batch.
+        protocol: the keypoint AP protocol: coco, crowdpose (the official CrowdPose
+            protocol), or auto (crowdpose for CrowdPose's 14 joints, else coco).
+    """
+
+    flip_test: bool = False
+    eval_batch_size: int = 64
+    protocol: Literal["auto", "coco", "crowdpose"] = "auto"
+
+    def __post_init__(self) -> None:
+        size = self.eval_batch_size
+        _require(size >= 1, f"--eval-batch-size must be >= 1, got {size}")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Run (may change between a run and its --resume).
+
+    Attributes:
+        device: cpu, cuda or cuda:N (default: cuda when available).
+        workers: data-loading processes per process (default: 4 on CUDA; 0 on CPU, where
+            they would take cores from the training threads).
+        cache_crops: keep the un-augmented crops in memory as uint8 (default: on with
+            workers 0 when they fit in 2 GiB).
+        cache: where the synthetic default set is generated.
+        out: output folder.
+        resume: continue the run in out exactly, from its checkpoint.
+        overwrite: replace an earlier run's outputs in out.
+        ckpt_every: steps between checkpoints.
+        stop_after: leave after N steps of this invocation with a checkpoint (as if
+            killed); resume continues.
+        log_every: steps between metric lines (and divergence checks).
+        eval_every: steps between evaluations (0: at the end only).
+        pseudo_every: steps between pseudo-label diagnostics against the unlabelled
+            file's ignored labels (0: off; see sshpe.diagnostics).
+        vis_count: crops in predictions.png (0: none).
+        progress: show a progress bar.
+        tensorboard: also log the scalars of metrics.jsonl to TensorBoard, in out/tb.
+    """
+
+    device: str | None = None
+    workers: int | None = None
+    cache_crops: bool | None = None
+    cache: Path = field(default_factory=_cache_root)
+    out: Path = Path("runs/train")
+    resume: bool = False
+    overwrite: bool = False
+    ckpt_every: int = 100
+    stop_after: int | None = field(default=None, metadata={"metavar": "N"})
+    log_every: int = 10
+    eval_every: int = 0
+    pseudo_every: int = 50
+    vis_count: int = 8
+    progress: bool = True
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("ckpt_every", "stop_after", "log_every"):
+            value = getattr(self, name)
+            _require(value is None or value >= 1, f"{flag_of(name)} must be >= 1, got {value}")
+        for name in ("workers", "eval_every", "pseudo_every", "vis_count"):
+            value = getattr(self, name)
+            _require(
+                value is None or value >= 0, f"{flag_of(name)} must be >= 0 (0 = off), got {value}"
+            )
+        _require(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
+        if self.device is not None:
+            _require(
+                re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
+                f"--device must be cpu, cuda or cuda:N, got {self.device!r}",
+            )
+
+
+#: The sections of a :class:`TrainConfig`, by name, in command-line order.
+SECTIONS: dict[str, type[Any]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "method": MethodConfig,
+    "schedule": ScheduleConfig,
+    "evaluation": EvalConfig,
+    "runtime": RuntimeConfig,
+}
+
+#: Defaults that depend on the data. ``files``: the SSHPE protocol (the field defaults),
+#: plus the teacher momentum of METHOD.md; a step count is required. ``synthetic``: the
+#: CPU-sized job of the README's command on the bundled set.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "files": {},
+    "synthetic": {
+        "data": {"labeled": 500},
+        "model": {"input_size": (128, 96), "width": 0.25},
+        "method": {
+            "momentum": 0.99,
+            "momentum_warmup": 0,
+            # SSHPE's 2 heatmap px rather than the 1 that scaling to 128 px would give: the
+            # value every synthetic run in examples/README.md was trained with
+            "sigma": 2.0,
+        },
+        "schedule": {"batch_size": 16, "unlabeled_batch_size": 16, "lr": 3e-3, "steps": 1500},
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole run: one object per section, checked together.
+
+    Attributes:
+        data: the data files.
+        model: the network.
+        method: the training step (see sshpe.methods.MethodConfig).
+        schedule: the optimisation.
+        evaluation: the metrics.
+        runtime: where and how it runs; everything that may change on resume.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        schedule, method = self.schedule, self.method
+        _require(
+            schedule.steps is not None or schedule.epochs is not None,
+            "give --steps or --epochs for your own data",
+        )
+        mixed = {"unlabeled_batch_size": schedule.unlabeled_batch_size}
+        if method.mix_labeled:
+            mixed["batch_size"] = schedule.batch_size
+        for name, size in mixed.items():
+            _require(
+                method.method != "posemum" or size >= method.mix_group,
+                f"{flag_of(name)} {size} is smaller than the mixing group --mix-group "
+                f"{method.mix_group}: no sample would be mixed with another",
+            )
+        device = self.runtime.device or "cpu"
+        _require(not schedule.amp or device.startswith("cuda"), "--amp needs a CUDA --device")
+
+    @property
+    def profile(self) -> str:
+        """The :data:`PROFILES` entry of the data."""
+        return "synthetic" if self.data.synthetic else "files"
+
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """The configuration as JSON values (paths as strings, tuples as lists)."""
+        return {
+            name: {f.name: _to_json(getattr(section, f.name)) for f in _fields(type(section))}
+            for name, section in self.sections().items()
+        }
+
+    @classmethod
+    def from_json(cls, saved: Layer) -> TrainConfig:
+        """The configuration that :meth:`to_json` returned (no profile applied).
+
+        Raises:
+            ConfigError: on an unknown option or a bad value.
+        """
+        return cls(
+            **{
+                name: SECTIONS[name](**{k: convert(k, v) for k, v in saved[name].items()})
+                for name in SECTIONS
+            }
+        )
+
+    def sections(self) -> dict[str, Any]:
+        """The section objects by name, as in :data:`SECTIONS`."""
+        return {name: getattr(self, name) for name in SECTIONS}
+
+    def differences(self, other: TrainConfig, *, runtime: bool = False) -> list[str]:
+        """The flags of the options whose values differ from ``other``'s, runtime ones
+        only if asked."""
+        a, b = self.to_json(), other.to_json()
+        return [
+            flag_of(key)
+            for name in SECTIONS
+            if runtime or name != "runtime"
+            for key in a[name]
+            if a[name][key] != b[name].get(key)
+        ]
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(cls)
+
+
+def field_types(cls: type[Any]) -> dict[str, Any]:
+    """The resolved type of each field of a section."""
+    return typing.get_type_hints(cls)
+
+
+@cache
+def _field_index() -> dict[str, tuple[str, dataclasses.Field[Any]]]:
+    index: dict[str, tuple[str, dataclasses.Field[Any]]] = {}
+    for section, cls in SECTIONS.items():
+        for f in _fields(cls):
+            if f.name in index:
+                raise TypeError(f"option {f.name!r} is declared twice")
+            index[f.name] = (section, f)
+    return index
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the option (field) ``name``, e.g. ``--lr-gamma``."""
+    _, f = _field_index()[name]
+    return str(f.metadata.get("flag", "--" + name.replace("_", "-")))
+
+
+def convert(name: str, value: Any) -> Any:
+    """A JSON or command-line value of option ``name`` as its field's type.
+
+    Raises:
+        ConfigError: if the value does not fit the type (numbers must be finite).
+    """
+    section, _ = _field_index()[name]
+    return _convert(field_types(SECTIONS[section])[name], value, flag_of(name))
+
+
+def _convert(kind: Any, value: Any, flag: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, flag)
+    if origin is Literal:
+        _require(value in args, f"{flag} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), f"{flag} takes a list, got {value!r}")
+        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) else args
+        _require(len(items) == len(value), f"{flag} takes {len(items)} values, got {value!r}")
+        return tuple(_convert(k, v, flag) for k, v in zip(items, value, strict=True))
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        _require(isinstance(value, bool), f"{flag} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        try:
+            real = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag} must be a number, got {value!r}") from None
+        _require(
+            not isinstance(value, bool) and math.isfinite(real),
+            f"{flag} must be a finite number, got {value!r}",
+        )
+        if kind is float:
+            return real
+        _require(real.is_integer(), f"{flag} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:  # written as a float, e.g. "1e3"
+            return int(real)
+    if kind is Path:
+        _require(isinstance(value, (str, Path)), f"{flag} must be a path, got {value!r}")
+        return Path(value)
+    if kind is str:
+        _require(isinstance(value, str), f"{flag} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{flag}: unsupported option type {kind!r}")
+
+
+def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
+    """The sections of a saved configuration (``config.json`` of a run), values converted,
+    less the options of :data:`INVOCATION_ONLY`.
+
+    Raises:
+        ConfigError: if the file is missing, not JSON, or names an unknown option.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"--config: cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError(f"--config: {path} is not JSON: {e}") from None
+    _require(isinstance(data, dict), f"--config: {path} is not a configuration object")
+    layer: dict[str, dict[str, Any]] = {}
+    for section, values in data.items():
+        _require(
+            section in SECTIONS and isinstance(values, dict),
+            f"--config: {path} has an unknown section {section!r}",
+        )
+        for name, value in values.items():
+            if name in INVOCATION_ONLY:
+                continue
+            known = _field_index().get(name)
+            _require(
+                known is not None and known[0] == section,
+                f"--config: {path} has an unknown option {section}.{name}",
+            )
+            layer.setdefault(section, {})[name] = convert(name, value)
+    return layer
+
+
+def build_config(*layers: Layer) -> TrainConfig:
+    """The configuration of the given layers over the defaults and the data's profile.
+
+    Args:
+        layers: ``{section: {field: value}}`` mappings of explicitly given options, in
+            increasing priority (a saved configuration, then the command line).
+
+    Returns:
+        The checked configuration.
+
+    Raises:
+        ConfigError: on a bad value or combination, naming the option.
+    """
+    given: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for layer in layers:
+        for section, values in layer.items():
+            given[section].update(values)
+    data = DataConfig(**given["data"])
+    profile = PROFILES["synthetic" if data.synthetic else "files"]
+    values = {name: {**profile.get(name, {}), **given[name]} for name in SECTIONS}
+    height = ModelConfig(**values["model"]).input_size[0]
+    jitter, half_size = scaled_cutout(height)
+    derived = {
+        "sigma": scaled_sigma(height),
+        "cutout_jitter": jitter,
+        "cutout_half_size": half_size,
+    }
+    values["method"] = {**derived, **values["method"]}
+    return TrainConfig(**{name: SECTIONS[name](**values[name]) for name in SECTIONS})

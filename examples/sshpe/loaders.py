@@ -1,0 +1,225 @@
+"""The trainer's data: the data sets of a configuration, the crop cache, step-indexed
+batches and the loaders over them.
+
+:class:`StepBatchSampler` makes the batch of a step a pure function of the step, which
+is all ``--resume`` needs to restore the data order; :class:`CropCache` keeps the
+un-augmented crops in memory so that, after the first epoch, a step loads nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence, Sized
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sshpe.config import DataConfig, ModelConfig
+from sshpe.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CocoPersons,
+    TopDownDataset,
+    denormalize,
+    evaluation_instances,
+    labelled_instances,
+    load_coco_persons,
+    unlabelled_instances,
+)
+from sshpe.runtime import seeded_generator
+from sshpe.synthetic import generate_synthetic_coco
+
+__all__ = [
+    "CROP_CACHE_BYTES",
+    "SYNTHETIC_SIZE",
+    "CropCache",
+    "DataSets",
+    "StepBatchSampler",
+    "build_datasets",
+    "loader",
+    "synthetic_data",
+    "to_device",
+    "use_crop_cache",
+]
+
+#: The bundled default set's size: training and validation images.
+SYNTHETIC_SIZE = (2000, 300)
+#: ``--cache-crops`` is on by default with in-process loading when the crops fit in this.
+CROP_CACHE_BYTES = 2 * 1024**3
+
+
+def synthetic_data(data: DataConfig, cache: Path, *, progress: bool) -> DataConfig:
+    """``data`` pointed at the bundled synthetic set, generated into ``cache`` once."""
+    num_train, num_val = SYNTHETIC_SIZE
+    paths = generate_synthetic_coco(
+        cache / "synthetic", num_train=num_train, num_val=num_val, progress=progress
+    )
+    return dataclasses.replace(
+        data, images=paths.images, train_ann=paths.train_ann, val_ann=paths.val_ann
+    )
+
+
+class DataSets(NamedTuple):
+    """The crops of a run.
+
+    Attributes:
+        labeled: the labelled training crops.
+        unlabeled: the unlabelled pool (``None`` for a supervised run).
+        val: the evaluation crops.
+        val_file: the evaluation annotation file, read.
+    """
+
+    labeled: TopDownDataset
+    unlabeled: TopDownDataset | None
+    val: TopDownDataset
+    val_file: CocoPersons
+
+
+def build_datasets(data: DataConfig, model: ModelConfig, *, semi_supervised: bool) -> DataSets:
+    """Labelled, unlabelled and validation crops of the (non-synthetic) ``data`` files.
+
+    Raises:
+        ValueError: if a file is unreadable, or the files' joints differ.
+    """
+    if data.images is None or data.train_ann is None or data.val_ann is None:
+        raise ValueError("build_datasets needs files: call synthetic_data first")
+    size = model.input_size
+    train = load_coco_persons(data.train_ann)
+    skeleton = train.skeleton
+    count = data.labeled or len(evaluation_instances(train))
+    labeled = TopDownDataset(
+        labelled_instances(train, count), data.images, size, skeleton.num_joints
+    )
+    unlabeled = None
+    if semi_supervised:
+        pool = (
+            train if data.unlabeled_ann is None else load_coco_persons(data.unlabeled_ann, skeleton)
+        )
+        images = data.unlabeled_images or data.images
+        unlabeled = TopDownDataset(unlabelled_instances(pool), images, size, skeleton.num_joints)
+    val = load_coco_persons(data.val_ann)
+    if val.skeleton.names != skeleton.names:
+        raise ValueError(f"{data.val_ann} has other joints than {data.train_ann}")
+    val_set = TopDownDataset(
+        evaluation_instances(val), data.val_images or data.images, size, skeleton.num_joints
+    )
+    return DataSets(labeled, unlabeled, val_set, val)
+
+
+class StepBatchSampler:
+    """The batches of steps ``start .. total - 1`` of an endless shuffled index stream.
+
+    Each epoch is a fresh permutation seeded by ``(seed, stream, epoch)``, padded by
+    wrapping to a multiple of the world size and dealt out round-robin to the ranks (as
+    ``DistributedSampler``); a rank's stream is its epochs one after another, cut into
+    batches across epoch borders. The batch of a step is thus a pure function of the
+    step.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        *,
+        seed: int,
+        stream: int,
+        rank: int,
+        world_size: int,
+        start: int,
+        total: int,
+    ) -> None:
+        self.size, self.batch_size = size, batch_size
+        self.seed, self.stream = seed, stream
+        self.rank, self.world_size = rank, world_size
+        self.start, self.total = start, total
+        self.per_rank = math.ceil(size / world_size)
+
+    def _epoch(self, epoch: int) -> Tensor:
+        generator = seeded_generator(self.seed, self.stream, epoch)
+        order = torch.randperm(self.size, generator=generator)
+        order = order.repeat(math.ceil(self.per_rank * self.world_size / self.size))
+        return order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, offset = divmod(self.start * self.batch_size, self.per_rank)
+        order = self._epoch(epoch)
+        for _ in range(len(self)):
+            batch: list[int] = []
+            while len(batch) < self.batch_size:
+                if offset == self.per_rank:
+                    epoch, offset = epoch + 1, 0
+                    order = self._epoch(epoch)
+                take = min(self.batch_size - len(batch), self.per_rank - offset)
+                batch += order[offset : offset + take].tolist()
+                offset += take
+            yield batch
+
+
+class CropCache(Dataset[Any]):
+    """Keeps every crop of ``dataset`` after its first load, the image as 8-bit RGB.
+
+    Crops are cut from 8-bit images by Pillow, so the uint8 copy is exact and the image
+    normalised again on each read equals the dataset's bit for bit. Meant for in-process
+    loading (``--workers 0``, the CPU default), where after the first epoch a step loads
+    nothing; the un-augmented crops never change, augmentation happens later.
+    """
+
+    def __init__(self, dataset: TopDownDataset) -> None:
+        self.dataset = dataset
+        self.items: list[dict[str, Any] | None] = [None] * len(dataset)
+        self.mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+        self.std = torch.tensor(IMAGENET_STD)[:, None, None]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        if item is None:
+            sample: dict[str, Any] = dict(self.dataset[index])
+            sample["image"] = denormalize(sample["image"])
+            item = self.items[index] = sample
+        pixels = item["image"].float() / 255.0
+        return {**item, "image": (pixels - self.mean) / self.std}
+
+
+def use_crop_cache(
+    cache_crops: bool | None,
+    workers: int,
+    input_size: tuple[int, int],
+    datasets: Sequence[Sized | None],
+) -> bool:
+    """Whether to wrap the data sets in :class:`CropCache`: ``cache_crops`` when given,
+    else with in-process loading when the crops fit in :data:`CROP_CACHE_BYTES`."""
+    if cache_crops is not None:
+        return cache_crops
+    height, width = input_size
+    crops = sum(len(d) for d in datasets if d is not None)
+    return workers == 0 and crops * height * width * 3 <= CROP_CACHE_BYTES
+
+
+def loader(
+    dataset: Dataset[Any], sampler: Any, workers: int, device: torch.device
+) -> DataLoader[Any]:
+    """A data loader over ``sampler``'s batches (a batch sampler or a plain index order)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Move the tensors of a collated batch to ``device``."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()
+    }

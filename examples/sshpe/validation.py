@@ -1,0 +1,163 @@
+"""The validation pass of the trainer: predictions of each model on the validation crops,
+their AP under the evaluation protocol, the printed table and the predictions figure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from posemum_aug.heatmap import decode_heatmaps
+from posemum_aug.transforms import heatmap_stride
+from sshpe.config import TrainConfig
+from sshpe.data import CocoPersons, TopDownDataset, crop_to_image, denormalize
+from sshpe.evaluate import evaluate_keypoints, protocol_results, resolve_protocol
+from sshpe.methods import predict_heatmaps
+
+__all__ = ["TABLE_METRICS", "draw_predictions", "evaluate_models", "predict", "results_table"]
+
+#: The metrics of the printed table and the logged evaluations, in order, by protocol.
+TABLE_METRICS = {
+    "coco": ("AP", "AP50", "AP75", "APm", "APl", "AR"),
+    "crowdpose": ("AP", "AP50", "AP75", "AR", "AP_easy", "AP_medium", "AP_hard"),
+}
+
+
+class Predictions:
+    """A model's predictions on the validation crops, in dataset order.
+
+    Attributes:
+        crop: ``(N, K, 2)`` keypoints in crop pixels.
+        image: ``(N, K, 2)`` keypoints in image pixels.
+        scores: ``(N, K)`` joint scores (heatmap peaks).
+        box_scores: ``(N,)`` the boxes' scores.
+        areas: ``(N,)`` crop areas in image pixels.
+        image_ids: the ``N`` COCO image ids.
+    """
+
+    def __init__(self, parts: dict[str, list[Tensor]], image_ids: list[int]) -> None:
+        cat = {k: torch.cat(v) for k, v in parts.items()}
+        self.crop, self.image, self.scores = cat["crop"], cat["image"], cat["scores"]
+        self.box_scores, self.areas = cat["box"], cat["area"]
+        self.image_ids = image_ids
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    data: DataLoader[Any],
+    flip_index: Sequence[int] | None,
+    config: TrainConfig,
+    device: torch.device,
+) -> Predictions:
+    """Predictions of ``model`` on every validation crop (flip test when ``flip_index``)."""
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[Tensor]] = {"crop": [], "image": [], "scores": [], "box": [], "area": []}
+    image_ids: list[int] = []
+    for batch in data:
+        image = batch["image"].to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.schedule.amp):
+            heatmaps = predict_heatmaps(model, image, flip_index)
+        coords, scores = decode_heatmaps(heatmaps, refine=config.method.decode)
+        crop = (coords * heatmap_stride(image, heatmaps)).cpu()
+        size = (image.shape[-2], image.shape[-1])
+        parts["crop"].append(crop)
+        parts["image"].append(crop_to_image(crop, batch["center"], batch["scale"], size))
+        parts["scores"].append(scores.cpu())
+        parts["box"].append(batch["box_score"].float())
+        parts["area"].append(batch["scale"].prod(-1))
+        image_ids += batch["image_id"].tolist()
+    model.train(was_training)
+    return Predictions(parts, image_ids)
+
+
+def evaluate_models(
+    models: Mapping[str, nn.Module],
+    data: DataLoader[Any],
+    val: CocoPersons,
+    config: TrainConfig,
+    device: torch.device,
+    out: Path,
+) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+    """AP of each model under the run's protocol, its result file written to
+    ``out/results_{name}.json``.
+
+    Returns:
+        ``(metrics, crops)``: the :data:`TABLE_METRICS` of each model, and its crop-pixel
+        keypoints for :func:`draw_predictions`.
+    """
+    skeleton = val.skeleton
+    flip_index = skeleton.flip_index if config.evaluation.flip_test else None
+    protocol = resolve_protocol(config.evaluation.protocol, skeleton)
+    metrics, crops = {}, {}
+    for name, model in models.items():
+        p = predict(model, data, flip_index, config, device)
+        results = protocol_results(
+            p.image,
+            p.scores,
+            p.box_scores,
+            p.image_ids,
+            skeleton.sigmas,
+            category_id=val.category_id,
+            areas=p.areas,
+        )
+        stats = evaluate_keypoints(results, val.ann_file, protocol=protocol)
+        metrics[name] = {k: stats[k] for k in TABLE_METRICS[protocol]}
+        crops[name] = p.crop
+        (out / f"results_{name}.json").write_text(json.dumps(results))
+    return metrics, crops
+
+
+def results_table(metrics: dict[str, dict[str, float]]) -> str:
+    """The printed table: one row per model, its metrics as columns."""
+    columns = list(next(iter(metrics.values())))
+    lines = ["model    " + "".join(f"{k:>10}" for k in columns)]
+    for name, row in metrics.items():
+        lines.append(f"{name:<9}" + "".join(f"{row[k]:10.3f}" for k in columns))
+    return "\n".join(lines)
+
+
+def draw_predictions(
+    path: Path,
+    val_set: TopDownDataset,
+    crops: dict[str, Tensor],
+    count: int,
+    links: Sequence[tuple[int, int]],
+) -> None:
+    """A PNG of ``count`` validation crops: the labels, then each model's predicted skeleton."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(val_set))
+    picks = torch.linspace(0, len(val_set) - 1, count).round().long().tolist()
+    samples = [val_set[i] for i in picks]
+    labels = torch.stack([s["keypoints"] for s in samples])
+    labelled = torch.stack([s["visibility"] for s in samples]) > 0
+    rows = {"ground truth": (labels, labelled)}
+    rows |= {name: (coords[picks], torch.ones_like(labelled)) for name, coords in crops.items()}
+    fig, axes = plt.subplots(
+        len(rows), count, figsize=(1.6 * count, 2.2 * len(rows)), squeeze=False
+    )
+    for row, (name, (points, shown)) in enumerate(rows.items()):
+        for col, sample in enumerate(samples):
+            ax = axes[row][col]
+            ax.imshow(denormalize(sample["image"]).permute(1, 2, 0).numpy())
+            xy, ok = points[col].numpy(), shown[col].numpy()
+            for a, b in links:
+                if ok[a] and ok[b]:
+                    ax.plot(xy[[a, b], 0], xy[[a, b], 1], color="lime", linewidth=1.2)
+            ax.scatter(xy[ok, 0], xy[ok, 1], s=6, color="red", zorder=3)
+            ax.set_axis_off()
+        axes[row][0].set_title(name, loc="left", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
