@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sshpe.checkpoint import (
     CHECKPOINT,
     CheckpointError,
-    load_checkpoint,
+    resume_checkpoint,
     rng_state,
     save_atomic,
     set_rng_state,
@@ -95,19 +95,20 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     device = ddp.device
     torch.manual_seed(schedule.seed)  # the same initial weights on every rank
     sets = build_datasets(data, config.model, semi_supervised=method_config.semi_supervised)
-    if ddp.main:  # the inputs are read: now the run folder may be written
-        prepare_run_folder(config)
-    ddp.barrier()
     workers = run.workers if run.workers is not None else 4 * (device.type == "cuda")
     datasets: list[Any] = [sets.labeled, sets.unlabeled, sets.val]
     if use_crop_cache(run.cache_crops, workers, config.model.input_size, datasets):
         datasets = [None if d is None else CropCache(d) for d in datasets]
     skeleton = sets.val_file.skeleton
     model = SimpleBaseline(config.model.arch, skeleton.num_joints, config.model.width)
-    if config.model.pretrained is not None:
-        skipped = load_pretrained(model, config.model.pretrained)
+    pretrained = config.model.pretrained
+    if pretrained is not None and not run.resume:  # a resumed run loads its checkpoint
+        if not pretrained.is_file():
+            raise UsageError(f"--pretrained file not found: {pretrained}")
+        skipped = load_pretrained(model, pretrained)
         if skipped and ddp.main:
-            print(f"--pretrained: {len(skipped)} tensors not in the file kept their init")
+            kept = ", ".join(sorted({k.split(".")[0] for k in skipped}))
+            print(f"--pretrained: {len(skipped)} tensors not in the file kept their init ({kept})")
     model.to(device)
     student: nn.Module = model
     if ddp.enabled:
@@ -122,15 +123,13 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     milestones = sorted({max(1, round(f * steps)) for f in schedule.lr_milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, schedule.lr_gamma)
 
+    if ddp.main:  # every input is checked: now the run folder may be written
+        prepare_run_folder(config)
+    ddp.barrier()
     path = run.out / CHECKPOINT
     start, window, running = 0, 0, {}  # the losses summed since the last log line
     if run.resume:
-        ckpt = load_checkpoint(path)
-        changed = config.differences(TrainConfig.from_json(ckpt["config"]))
-        if changed:
-            raise UsageError(f"--resume: {path} was trained with other {', '.join(changed)}")
-        if ckpt["world_size"] != ddp.world_size:
-            raise UsageError(f"--resume: {path} was trained by {ckpt['world_size']} processes")
+        ckpt = resume_checkpoint(path, config, ddp.world_size)
         if ckpt["step"] == ckpt["total_steps"] and (run.out / "results.json").is_file():
             return {**json.loads((run.out / "results.json").read_text()), "finished": True}
         model.load_state_dict(ckpt["student"])
@@ -194,73 +193,77 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     )  # fmt: skip
     finite = torch.ones((), dtype=torch.bool, device=device)
     tick, timed = time.perf_counter(), start
-    for step in range(start + 1, steps + 1):
-        batch = to_device(next(labeled_batches), device)
-        extra, hidden = None, None
-        if unlabeled_batches is not None:
-            unlabeled = to_device(next(unlabeled_batches), device)
-            extra, hidden = {"image": unlabeled["image"]}, unlabeled  # labels: diagnostics only
-        losses = method.losses(batch, extra)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()  # type: ignore[no-untyped-call]  # untyped in torch
-        optimizer.step()
-        scheduler.step()
-        momentum = method.update_teacher()
-        finite &= losses["loss"].detach().isfinite()
-        for k, v in losses.items():
-            running[k] = running.get(k, 0) + v.detach()
-        stopping = run.stop_after is not None and step - start == run.stop_after
-        saving = step % run.ckpt_every == 0 or step == steps or stopping
-        checking = step % run.log_every == 0 or saving
-        if checking and ddp.any(not bool(finite) or not finite_weights(model)):
-            where = f"{path} (step {last_good})" if last_good else "none was written"
-            raise Diverged(
-                f"training diverged by step {step}: a loss or weight is not finite "
-                f"(lower --lr?); last good checkpoint: {where}"
+    try:
+        for step in range(start + 1, steps + 1):
+            batch = to_device(next(labeled_batches), device)
+            extra, hidden = None, None
+            if unlabeled_batches is not None:
+                unlabeled = to_device(next(unlabeled_batches), device)
+                # the step sees the image; the file's labels go to the diagnostics only
+                extra, hidden = {"image": unlabeled["image"]}, unlabeled
+            losses = method.losses(batch, extra)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()  # type: ignore[no-untyped-call]  # untyped in torch
+            optimizer.step()
+            scheduler.step()
+            momentum = method.update_teacher()
+            finite &= losses["loss"].detach().isfinite()
+            for k, v in losses.items():
+                running[k] = running.get(k, 0) + v.detach()
+            stopping = run.stop_after is not None and step - start == run.stop_after
+            saving = step % run.ckpt_every == 0 or step == steps or stopping
+            checking = step % run.log_every == 0 or saving
+            if checking and ddp.any(not bool(finite) or not finite_weights(model)):
+                where = f"{path} (step {last_good})" if last_good else "none was written"
+                raise Diverged(
+                    f"training diverged by step {step}: a loss or weight is not finite "
+                    f"(lower --lr?); last good checkpoint: {where}"
+                )
+            if step % run.log_every == 0 or step == steps:
+                record = {k: round(float(v) / (step - window), 7) for k, v in running.items()}
+                throughput = (step - timed) * crops_per_step / (time.perf_counter() - tick)
+                lr = scheduler.get_last_lr()[0]
+                log.write({"step": step, **record, "lr": lr, "momentum": momentum,
+                           "crops_per_s": round(throughput, 1)})  # fmt: skip
+                bar.set_postfix(loss=f"{record['loss']:.2e}", crops_s=f"{throughput:.0f}")
+                running, window, tick, timed = {}, step, time.perf_counter(), step
+            diagnose = method.last_pseudo is not None and ddp.main and run.pseudo_every > 0
+            if hidden is not None and diagnose and step % run.pseudo_every == 0:
+                stats = step_diagnostics(method, hidden["keypoints"], hidden["visibility"], groups)
+                log.write({"step": step, **{k: finite_or_none(v) for k, v in stats.items()}})
+            bar.update(1)
+            if run.eval_every and step % run.eval_every == 0 and step < steps:
+                if ddp.main:
+                    log.write({"step": step, "eval": evaluate()})
+                ddp.barrier()
+            if saving:
+                checkpoint(step)
+                last_good = step
+            if stopping and step < steps:
+                if ddp.main:
+                    print(f"stopped at step {step} of {steps}; continue with --resume")
+                return None
+        bar.close()
+        method.close()
+        results: dict[str, Any] = {}
+        if ddp.main:
+            metrics, crops = evaluate_models(
+                models, val_loader, sets.val_file, config, device, run.out
             )
-        if step % run.log_every == 0 or step == steps:
-            record = {k: round(float(v) / (step - window), 7) for k, v in running.items()}
-            throughput = (step - timed) * crops_per_step / (time.perf_counter() - tick)
-            lr = scheduler.get_last_lr()[0]
-            log.write({"step": step, **record, "lr": lr, "momentum": momentum,
-                       "crops_per_s": round(throughput, 1)})  # fmt: skip
-            bar.set_postfix(loss=f"{record['loss']:.2e}", crops_s=f"{throughput:.0f}")
-            running, window, tick, timed = {}, step, time.perf_counter(), step
-        diagnose = method.last_pseudo is not None and ddp.main and run.pseudo_every > 0
-        if hidden is not None and diagnose and step % run.pseudo_every == 0:
-            stats = step_diagnostics(method, hidden["keypoints"], hidden["visibility"], groups)
-            log.write({"step": step, **{k: finite_or_none(v) for k, v in stats.items()}})
-        bar.update(1)
-        if run.eval_every and step % run.eval_every == 0 and step < steps:
-            if ddp.main:
-                log.write({"step": step, "eval": evaluate()})
-            ddp.barrier()
-        if saving:
-            checkpoint(step)
-            last_good = step
-        if stopping and step < steps:
-            bar.close()
-            log.close()
-            if ddp.main:
-                print(f"stopped at step {step} of {steps}; continue with --resume")
-            return None
-    bar.close()
-    method.close()
-
-    results: dict[str, Any] = {}
-    if ddp.main:
-        metrics, crops = evaluate_models(models, val_loader, sets.val_file, config, device, run.out)
-        log.write({"step": steps, "eval": metrics})
-        results = {"step": steps, "metrics": metrics, "config": config.to_json()}
-        write_json(run.out / "results.json", results)
-        plot_training_curves(log.path, run.out / "curves.png")
-        if run.vis_count > 0:
-            draw_predictions(
-                run.out / "predictions.png", sets.val, crops, run.vis_count, skeleton.links
-            )
-    log.close()
-    ddp.barrier()
-    return results
+            log.write({"step": steps, "eval": metrics})
+            results = {"step": steps, "metrics": metrics, "config": config.to_json()}
+            write_json(run.out / "results.json", results)
+            plot_training_curves(log.path, run.out / "curves.png")
+            if run.vis_count > 0:
+                draw_predictions(
+                    run.out / "predictions.png", sets.val, crops, run.vis_count, skeleton.links
+                )
+        ddp.barrier()
+        return results
+    finally:  # also on errors: flush the logs, remove the mixing hooks
+        bar.close()
+        log.close()
+        method.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -162,6 +162,13 @@ def _bad_ann(tmp_path: Path) -> Path:
         (["--steps", "2.5"], "--steps must be an integer"),
         (["--config", "{tmp}/none.json"], "--config: cannot read"),
         (["--resume", "--overwrite"], "not both"),
+        (["--batch-size", "1e30"], "--batch-size must be an integer, got '1e30'"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--mix-grid", "0", "4"], "--mix-grid must be >= 1 tiles"),
+        (["--mix-p", "2"], "--mix-p must be in [0, 1]"),
+        (["--mix-at"], "expected at least one argument"),
+        (["--teacher", "none"], "invalid choice"),
+        (["--lr", "none"], "--lr must be a number"),
     ],
 )  # fmt: skip
 def test_bad_inputs_give_one_error_line(
@@ -232,6 +239,14 @@ def test_crop_cache_returns_the_dataset_crops_bit_for_bit(data: list[str]) -> No
 )  # fmt: skip
 def test_target_sigma_follows_the_input_size(extra: list[str], sigma: float) -> None:
     assert parse_config(extra).method.sigma == sigma
+
+
+def test_none_is_a_value_only_where_the_option_takes_none() -> None:
+    config = parse_config(["--decode", "none", "--filter-confidence", "0.5"])
+    assert config.method.decode == "none" and config.method.confidence == 0.5
+    assert parse_config(["--filter-confidence", "none"]).method.confidence is None
+    cutout = parse_config(["--input-size", "384", "288"]).method
+    assert (cutout.cutout_jitter, cutout.cutout_half_size) == (15.0, (15, 28))
 
 
 def _scrambled_labels(ann: Path, out: Path) -> Path:

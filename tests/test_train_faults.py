@@ -119,6 +119,25 @@ def test_non_finite_ground_truth_names_file_and_annotation(
     assert not (tmp_path / "run").exists()  # nothing written before the inputs are read
 
 
+def test_bad_values_found_late_still_write_nothing(
+    data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inputs checked once the data is read (a missing --pretrained file, a mixing point
+    the model lacks) fail before the run folder is touched, so an --overwrite never
+    deletes an earlier run for a run that cannot start."""
+    out = tmp_path / "run"
+    assert _train(data, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    missing = tmp_path / "none.pt"
+    assert _train(data, out, "--overwrite", "--pretrained", str(missing)) == 2
+    _one_error_line(capsys, f"--pretrained file not found: {missing}")
+    posemum = ["--method", "posemum", "--mix-at", "", "layer9", "--overwrite"]
+    assert _train(data, out, *posemum) == 2
+    _one_error_line(capsys, "layer9")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
 def _train(data: list[str], out: Path, *extra: str) -> int:
     return _run([*data, *TINY, "--method", "supervised", "--steps", "2", "--out", str(out), *extra])
 

@@ -18,11 +18,14 @@ from typing import Any
 
 import torch
 
+from sshpe.config import TrainConfig
+
 __all__ = [
     "CHECKPOINT",
     "KEYS",
     "CheckpointError",
     "load_checkpoint",
+    "resume_checkpoint",
     "rng_state",
     "save_atomic",
     "set_rng_state",
@@ -109,6 +112,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     missing = [key for key in KEYS if key not in ckpt]
     if missing:
         raise CheckpointError(
-            f"{path} is not a checkpoint of this trainer (no {', '.join(missing)})"
+            f"{path} is not a checkpoint of this trainer (no {', '.join(missing)}; "
+            "written by an older train.py?)"
         )
+    return ckpt
+
+
+def resume_checkpoint(path: Path, config: TrainConfig, world_size: int) -> dict[str, Any]:
+    """The checkpoint at ``path``, checked to continue the run of ``config`` on
+    ``world_size`` processes: every option but the runtime ones must be the same.
+
+    Raises:
+        CheckpointError: if the checkpoint is unreadable, holds another configuration, or
+            was written by another number of processes.
+    """
+    ckpt = load_checkpoint(path)
+    try:
+        saved = TrainConfig.from_json(ckpt["config"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: its configuration is unreadable: {e}") from None
+    changed = config.differences(saved)
+    if changed:
+        raise CheckpointError(f"--resume: {path} was trained with other {', '.join(changed)}")
+    if ckpt["world_size"] != world_size:
+        raise CheckpointError(f"--resume: {path} was trained by {ckpt['world_size']} processes")
     return ckpt

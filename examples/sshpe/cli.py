@@ -28,6 +28,7 @@ from sshpe.checkpoint import CHECKPOINT
 from sshpe.config import (
     CONFIG_FILE,
     PROFILES,
+    SCALED_WITH_HEIGHT,
     SECTIONS,
     RuntimeConfig,
     TrainConfig,
@@ -51,14 +52,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
-    """Show a flag's default after its help."""
+    """The help text as given: :func:`build_parser` writes the defaults into it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         return action.help or ""
 
 
 def field_help(cls: type[Any]) -> dict[str, str]:
-    """The ``Attributes:`` entries of a dataclass docstring, joined to one line each."""
+    """The ``Attributes:`` entries of a dataclass docstring, joined to one line each, as
+    command-line help: Sphinx markup removed, options written ``like_this`` as flags."""
     doc = inspect.getdoc(cls) or ""
     section = doc.split("Attributes:", 1)[-1] if "Attributes:" in doc else ""
     entries: dict[str, str] = {}
@@ -72,19 +74,40 @@ def field_help(cls: type[Any]) -> dict[str, str]:
             entries[name] += " " + line.strip()
         elif line.strip():
             name = None
-    return {k: re.sub(r"``|:\w+:`~?|`", "", v) for k, v in entries.items()}
+    options = {f.name for c in SECTIONS.values() for f in dataclasses.fields(c)}
+
+    def as_flag(match: re.Match[str]) -> str:
+        word = match.group(1)
+        return flag_of(word) if word in options else word
+
+    return {
+        k: re.sub(r"``|:\w+:`~?|`", "", re.sub(r"``(\w+)``", as_flag, v))
+        for k, v in entries.items()
+    }
 
 
-def _default_text(section: str, name: str, default: Any) -> str:
-    profiled = {p: v[section][name] for p, v in PROFILES.items() if name in v.get(section, {})}
-    shown = [] if default is None or default is False else [_show(default)]
-    shown += [f"{_show(v)} on the {p} profile" for p, v in profiled.items()]
+def _default_text(section: str, f: dataclasses.Field[Any]) -> str:
+    """`` (default: ...)``: the field's default, or how it is derived, and the profiles'."""
+    if f.name in SCALED_WITH_HEIGHT:
+        default = SCALED_WITH_HEIGHT[f.name]
+    elif f.default_factory is not dataclasses.MISSING:
+        default = _show(f.default_factory())
+    else:
+        default = _show(f.default) if f.default is not None else ""
+    profiled = [
+        f"{_show(values[section][f.name])} on the {profile} profile"
+        for profile, values in PROFILES.items()
+        if values.get(section, {}).get(f.name, f.default) != f.default
+    ]
+    shown = [default] * bool(default) + profiled
     return f" (default: {'; '.join(shown)})" if shown else ""
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, (tuple, list)):
-        return " ".join(map(str, value)) if value else "none"
+        return " ".join(repr(v) if v == "" else str(v) for v in value) if value else "none"
     return str(value)
 
 
@@ -100,15 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         type=Path,
+        metavar="FILE",
         help="a saved configuration (a run's config.json) to start from; flags override it",
     )
     for section, cls in SECTIONS.items():
-        doc = (inspect.getdoc(cls) or section).splitlines()[0].rstrip(".")
-        group = parser.add_argument_group(doc)
+        summary = (inspect.getdoc(cls) or "").splitlines()[0]
+        group = parser.add_argument_group(section, summary)
         helps, kinds = field_help(cls), field_types(cls)
         for f in dataclasses.fields(cls):
-            default = f.default if f.default_factory is dataclasses.MISSING else None
-            text = helps.get(f.name, "") + _default_text(section, f.name, default)
+            text = helps.get(f.name, "") + _default_text(section, f)
             group.add_argument(
                 flag_of(f.name),
                 dest=f"{section}.{f.name}",
@@ -125,15 +148,16 @@ def _parsing(name: str, kind: Any, metadata: Any) -> dict[str, Any]:
     inner = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
     if optional:
         kind = inner
-    options: dict[str, Any] = {"metavar": metadata.get("metavar", name.upper())}
+    metavar = flag_of(name).lstrip("-").replace("-", "_").upper()
+    options: dict[str, Any] = {"metavar": metadata.get("metavar", metavar)}
     if kind is bool:
         return {"action": argparse.BooleanOptionalAction}
-    if typing.get_origin(kind) is Literal:
-        return {"choices": [*typing.get_args(kind), *(["none"] if optional else [])]}
+    if typing.get_origin(kind) is Literal:  # None, where allowed, is the default
+        return {"choices": list(typing.get_args(kind))}
     if typing.get_origin(kind) is tuple:
         args = typing.get_args(kind)
-        options["nargs"] = len(args) if args[-1:] != (Ellipsis,) else "*"
-    return {**options, "type": str}
+        options["nargs"] = len(args) if args[-1:] != (Ellipsis,) else metadata.get("nargs", "+")
+    return {**options, "type": str}  # converted by sshpe.config.convert; "none" for None
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -154,7 +178,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     try:
         for values in flags.values():
             for name, value in values.items():
-                values[name] = None if value == "none" else convert(name, value)
+                values[name] = convert(name, value)
         if flags.get("runtime", {}).get("resume") and config_file is None:
             out = flags["runtime"].get("out", RuntimeConfig().out)
             saved = out / CONFIG_FILE  # resume needs no flags but those that change

@@ -32,12 +32,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from sshpe.methods import MethodConfig, scaled_cutout, scaled_sigma
 
 __all__ = [
     "CONFIG_FILE",
     "INVOCATION_ONLY",
     "PROFILES",
+    "SCALED_WITH_HEIGHT",
     "SECTIONS",
     "ConfigError",
     "DataConfig",
@@ -47,6 +50,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "build_config",
+    "field_types",
     "flag_of",
     "load_config_file",
 ]
@@ -78,23 +82,23 @@ class DataConfig:
     """Data (all files omitted: the bundled synthetic set).
 
     Attributes:
-        images: image folder of the training annotations.
+        images: image folder of ``train_ann``.
         train_ann: COCO keypoint annotations for training.
         val_ann: COCO keypoint annotations for evaluation.
-        val_images: image folder of the evaluation annotations (default: images).
+        val_images: image folder of ``val_ann`` (default: ``images``).
         unlabeled_ann: annotations of the unlabelled pool, labels ignored (default:
-            train_ann).
-        unlabeled_images: image folder of the unlabelled pool (default: images).
-        labeled: labelled instances, the first N of train_ann in file order; 0 = all.
+            ``train_ann``).
+        unlabeled_images: image folder of ``unlabeled_ann`` (default: ``images``).
+        labeled: labelled instances, the first N of ``train_ann`` in file order; 0 = all.
     """
 
-    images: Path | None = None
-    train_ann: Path | None = None
-    val_ann: Path | None = None
-    val_images: Path | None = None
-    unlabeled_ann: Path | None = None
-    unlabeled_images: Path | None = None
-    labeled: int = 1000
+    images: Path | None = field(default=None, metadata={"metavar": "DIR"})
+    train_ann: Path | None = field(default=None, metadata={"metavar": "FILE"})
+    val_ann: Path | None = field(default=None, metadata={"metavar": "FILE"})
+    val_images: Path | None = field(default=None, metadata={"metavar": "DIR"})
+    unlabeled_ann: Path | None = field(default=None, metadata={"metavar": "FILE"})
+    unlabeled_images: Path | None = field(default=None, metadata={"metavar": "DIR"})
+    labeled: int = field(default=1000, metadata={"metavar": "N"})
 
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.images, self.train_ann, self.val_ann)]
@@ -124,7 +128,7 @@ class ModelConfig:
     arch: Literal["resnet18", "resnet50"] = "resnet18"
     width: float = 1.0
     input_size: tuple[int, int] = field(default=(256, 192), metadata={"metavar": ("H", "W")})
-    pretrained: Path | None = None
+    pretrained: Path | None = field(default=None, metadata={"metavar": "FILE"})
 
     def __post_init__(self) -> None:
         height, width = self.input_size
@@ -140,13 +144,13 @@ class ScheduleConfig:
     """Optimisation.
 
     Attributes:
-        steps: training steps (or give epochs).
-        epochs: passes over the labelled set, instead of steps.
+        steps: training steps (required for your own files, or give ``epochs``).
+        epochs: passes over the labelled set, instead of ``steps``.
         batch_size: labelled crops per step and process.
         unlabeled_batch_size: unlabelled crops per step and process.
         lr: Adam learning rate.
         lr_milestones: fractions of the steps where the learning rate is multiplied by
-            lr_gamma.
+            ``lr_gamma`` (none: a constant rate).
         lr_gamma: learning-rate decay factor.
         seed: seed of the weights, the augmentation and the data order.
         amp: bfloat16 autocast (CUDA only).
@@ -157,7 +161,9 @@ class ScheduleConfig:
     batch_size: int = 32
     unlabeled_batch_size: int = 32
     lr: float = 1e-3
-    lr_milestones: tuple[float, ...] = (0.7, 0.9)
+    lr_milestones: tuple[float, ...] = field(
+        default=(0.7, 0.9), metadata={"metavar": "F", "nargs": "*"}
+    )
     lr_gamma: float = 0.1
     seed: int = 0
     amp: bool = False
@@ -169,6 +175,7 @@ class ScheduleConfig:
             _require(value is None or value >= 1, f"{flag_of(name)} must be >= 1, got {value}")
         _require(self.epochs is None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
         _require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
         _require(self.lr_gamma > 0, f"--lr-gamma must be > 0, got {self.lr_gamma}")
         _require(
             all(0 < f < 1 for f in self.lr_milestones),
@@ -203,30 +210,32 @@ class RuntimeConfig:
     Attributes:
         device: cpu, cuda or cuda:N (default: cuda when available).
         workers: data-loading processes per process (default: 4 on CUDA; 0 on CPU, where
-            they would take cores from the training threads).
+            they would take cores from the training threads; 0 loads in-process).
         cache_crops: keep the un-augmented crops in memory as uint8 (default: on with
-            workers 0 when they fit in 2 GiB).
+            ``workers`` 0 when they fit in 2 GiB).
         cache: where the synthetic default set is generated.
         out: output folder.
-        resume: continue the run in out exactly, from its checkpoint.
-        overwrite: replace an earlier run's outputs in out.
+        resume: continue the run in ``out`` exactly, from its checkpoint and
+            ``config.json`` (other flags: only the runtime ones may change).
+        overwrite: delete an earlier run's outputs in ``out`` first.
         ckpt_every: steps between checkpoints.
         stop_after: leave after N steps of this invocation with a checkpoint (as if
-            killed); resume continues.
+            killed); ``resume`` continues.
         log_every: steps between metric lines (and divergence checks).
         eval_every: steps between evaluations (0: at the end only).
         pseudo_every: steps between pseudo-label diagnostics against the unlabelled
             file's ignored labels (0: off; see sshpe.diagnostics).
         vis_count: crops in predictions.png (0: none).
         progress: show a progress bar.
-        tensorboard: also log the scalars of metrics.jsonl to TensorBoard, in out/tb.
+        tensorboard: also log the scalars of metrics.jsonl to TensorBoard, in ``out``/tb
+            (needs the tensorboard package).
     """
 
     device: str | None = None
     workers: int | None = None
     cache_crops: bool | None = None
-    cache: Path = field(default_factory=_cache_root)
-    out: Path = Path("runs/train")
+    cache: Path = field(default_factory=_cache_root, metadata={"metavar": "DIR"})
+    out: Path = field(default=Path("runs/train"), metadata={"metavar": "DIR"})
     resume: bool = False
     overwrite: bool = False
     ckpt_every: int = 100
@@ -244,9 +253,7 @@ class RuntimeConfig:
             _require(value is None or value >= 1, f"{flag_of(name)} must be >= 1, got {value}")
         for name in ("workers", "eval_every", "pseudo_every", "vis_count"):
             value = getattr(self, name)
-            _require(
-                value is None or value >= 0, f"{flag_of(name)} must be >= 0 (0 = off), got {value}"
-            )
+            _require(value is None or value >= 0, f"{flag_of(name)} must be >= 0, got {value}")
         _require(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
         if self.device is not None:
             _require(
@@ -265,9 +272,16 @@ SECTIONS: dict[str, type[Any]] = {
     "runtime": RuntimeConfig,
 }
 
-#: Defaults that depend on the data. ``files``: the SSHPE protocol (the field defaults),
-#: plus the teacher momentum of METHOD.md; a step count is required. ``synthetic``: the
-#: CPU-sized job of the README's command on the bundled set.
+#: Method options whose default scales with the crop height ``H`` (SSHPE's values at
+#: ``H = 256``), unless a profile, a saved configuration or a flag gives them.
+SCALED_WITH_HEIGHT = {
+    "sigma": "2 x H / 256 (sshpe.methods.scaled_sigma)",
+    "cutout_jitter": "10 x H / 256 (sshpe.methods.scaled_cutout)",
+    "cutout_half_size": "10 19 x H / 256 (sshpe.methods.scaled_cutout)",
+}
+#: Defaults that depend on the data. ``files``: the SSHPE protocol (the field defaults);
+#: a step count is required. ``synthetic``: the CPU-sized job of the README's command on
+#: the bundled set.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "files": {},
     "synthetic": {
@@ -320,7 +334,7 @@ class TrainConfig:
                 f"{flag_of(name)} {size} is smaller than the mixing group --mix-group "
                 f"{method.mix_group}: no sample would be mixed with another",
             )
-        device = self.runtime.device or "cpu"
+        device = self.runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
         _require(not schedule.amp or device.startswith("cuda"), "--amp needs a CUDA --device")
 
     @property
@@ -331,7 +345,10 @@ class TrainConfig:
     def to_json(self) -> dict[str, dict[str, Any]]:
         """The configuration as JSON values (paths as strings, tuples as lists)."""
         return {
-            name: {f.name: _to_json(getattr(section, f.name)) for f in _fields(type(section))}
+            name: {
+                f.name: _to_json(getattr(section, f.name))
+                for f in dataclasses.fields(type(section))
+            }
             for name, section in self.sections().items()
         }
 
@@ -340,14 +357,16 @@ class TrainConfig:
         """The configuration that :meth:`to_json` returned (no profile applied).
 
         Raises:
-            ConfigError: on an unknown option or a bad value.
+            ConfigError: on a missing or unknown option, or a bad value.
         """
-        return cls(
-            **{
+        try:
+            sections = {
                 name: SECTIONS[name](**{k: convert(k, v) for k, v in saved[name].items()})
                 for name in SECTIONS
             }
-        )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ConfigError(f"not a configuration of this trainer ({e!r})") from None
+        return cls(**sections)
 
     def sections(self) -> dict[str, Any]:
         """The section objects by name, as in :data:`SECTIONS`."""
@@ -374,10 +393,6 @@ def _to_json(value: Any) -> Any:
     return value
 
 
-def _fields(cls: type[Any]) -> tuple[dataclasses.Field[Any], ...]:
-    return dataclasses.fields(cls)
-
-
 def field_types(cls: type[Any]) -> dict[str, Any]:
     """The resolved type of each field of a section."""
     return typing.get_type_hints(cls)
@@ -387,7 +402,7 @@ def field_types(cls: type[Any]) -> dict[str, Any]:
 def _field_index() -> dict[str, tuple[str, dataclasses.Field[Any]]]:
     index: dict[str, tuple[str, dataclasses.Field[Any]]] = {}
     for section, cls in SECTIONS.items():
-        for f in _fields(cls):
+        for f in dataclasses.fields(cls):
             if f.name in index:
                 raise TypeError(f"option {f.name!r} is declared twice")
             index[f.name] = (section, f)
@@ -441,11 +456,12 @@ def _convert(kind: Any, value: Any, flag: str) -> Any:
         )
         if kind is float:
             return real
-        _require(real.is_integer(), f"{flag} must be an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:  # written as a float, e.g. "1e3"
-            return int(real)
+        _require(
+            isinstance(value, int)
+            or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()),
+            f"{flag} must be an integer, got {value!r}",
+        )  # not "2.5", "1e30" or 2.0
+        return int(value)
     if kind is Path:
         _require(isinstance(value, (str, Path)), f"{flag} must be a path, got {value!r}")
         return Path(value)
@@ -471,9 +487,9 @@ def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
     _require(isinstance(data, dict), f"--config: {path} is not a configuration object")
     layer: dict[str, dict[str, Any]] = {}
     for section, values in data.items():
+        _require(section in SECTIONS, f"--config: {path} has an unknown section {section!r}")
         _require(
-            section in SECTIONS and isinstance(values, dict),
-            f"--config: {path} has an unknown section {section!r}",
+            isinstance(values, dict), f"--config: {path}: section {section!r} is not an object"
         )
         for name, value in values.items():
             if name in INVOCATION_ONLY:

@@ -54,6 +54,7 @@ from posemum_aug.keypoints import Skeleton, affine_keypoints, invert_affine
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_COORDINATE",
     "CocoPersons",
     "PersonInstance",
     "TopDownDataset",
@@ -71,10 +72,10 @@ __all__ = [
     "unlabelled_instances",
 ]
 
-#: ImageNet channel statistics used to normalise crops (RGB, in [0, 1]).
 #: Largest coordinate accepted in a box or keypoint, in pixels: far beyond any real image,
 #: small enough that areas and crop maps stay finite in float32.
 MAX_COORDINATE = 1e7
+#: ImageNet channel statistics used to normalise crops (RGB, in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

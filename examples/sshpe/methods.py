@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 import torch
@@ -85,7 +85,7 @@ class MethodConfig:
         rotation_p: probability of rotating the easy view (SSHPE: 0.6).
         hard_rotation_p: probability of rotating the hard view's extra affine (SSHPE: 0.8).
         flip_p: probability of the easy view's horizontal flip (SSHPE: 0.5).
-        joint_cutout: Joint Cutout on the hard view (SSHPE's "+JC"; on by default).
+        joint_cutout: Joint Cutout on the hard view (SSHPE's "+JC").
         cutout_joints: boxes per sample, joints picked with replacement (SSHPE: 5).
         cutout_jitter: std of a box centre's offset in input pixels (SSHPE: 10 px).
         cutout_half_size: ``(low, high)`` integer half side in input pixels (SSHPE: 10-19).
@@ -94,7 +94,8 @@ class MethodConfig:
             copies the student during them (momentum 0) and averages from then on, as in
             MUM's and Unbiased Teacher's burn-in (0: off, SSHPE).
         unsup_ramp: steps after the burn-in over which the unsupervised weight rises
-            linearly from ``unsup_weight / unsup_ramp`` to ``unsup_weight`` (0: off).
+            linearly from 1 / ``unsup_ramp`` of ``unsup_weight`` to ``unsup_weight`` (0:
+            off).
         hard_bn_stats: whether the student's pass on the unlabelled hard view updates its
             BatchNorm running statistics (``"update"``, plain training mode as in SSHPE
             and EMAN) or only normalises with the batch's (``"frozen"``, the default,
@@ -103,14 +104,14 @@ class MethodConfig:
             labelled views alone. With ``"update"`` an EMAN teacher's heatmaps are much
             flatter than on batch statistics (see examples/README.md).
         teacher: ``"ema"`` (:class:`~posemum_aug.teacher.MeanTeacher`) or ``"eman"``
-            (:class:`~posemum_aug.teacher.EMANTeacher`); ``None`` picks ``"ema"`` for
-            ``consistency`` and ``"eman"`` otherwise.
+            (:class:`~posemum_aug.teacher.EMANTeacher`); left out (``None``): ``"ema"``
+            for ``consistency`` and ``"eman"`` otherwise.
         momentum: teacher EMA momentum, the weight kept on the teacher (EMAN: 0.999).
         momentum_warmup: steps of MUM's linear momentum ramp from ``momentum_start``; 0 = off.
         momentum_start: momentum at step 0 of the ramp (MUM: 0.5).
         mix_group: ``G``, samples mixed together (MUM: 4).
         mix_grid: ``(Th, Tw)`` tile grid (MUM: 4 x 4).
-        mix_p: probability of input-level mixing per step (1).
+        mix_p: probability of input-level mixing per step.
         mix_p_feature: probability of a feature-level re-mix (0.5).
         mix_feature_mode: ``"one"`` re-mixes at most one point per step, ``"all"`` flips a
             coin at every point.
@@ -131,7 +132,9 @@ class MethodConfig:
     sigma: float = 2.0
     unbiased: bool = field(default=True, metadata={"flag": "--unbiased-targets"})
     scale_sigma: float = 0.25
-    scale_range: tuple[float, float] = (0.75, 1.25)
+    scale_range: tuple[float, float] = field(
+        default=(0.75, 1.25), metadata={"metavar": ("LOW", "HIGH")}
+    )
     rotation_sigma: float = 30.0
     rotation_limit: float = 60.0
     rotation_p: float = 0.6
@@ -156,7 +159,9 @@ class MethodConfig:
     mix_p: float = 1.0
     mix_p_feature: float = 0.5
     mix_feature_mode: Literal["one", "all"] = "one"
-    mix_at: tuple[str, ...] = ("", "layer1", "layer2", "layer3")
+    mix_at: tuple[str, ...] = field(
+        default=("", "layer1", "layer2", "layer3"), metadata={"metavar": "NAME"}
+    )
     unmix_at: str = "layer4"
     mix_labeled: bool = False
     confidence: float | None = field(
@@ -173,8 +178,9 @@ class MethodConfig:
     decode: Literal["dark", "quarter", "none"] = "dark"
 
     def __post_init__(self) -> None:
-        """Reject values no step can use, naming the option by its command-line flag
-        (the mixing options are checked by :class:`~posemum_aug.mix.PoseMUM`)."""
+        """Reject values no step can use, naming the option by its command-line flag."""
+        from sshpe.config import flag_of as _flag  # sshpe.config imports this module
+
         at_least: dict[str, float] = {
             "burn_in": 0, "unsup_ramp": 0, "momentum_warmup": 0, "cutout_joints": 0,
             "unsup_weight": 0, "scale_sigma": 0, "rotation_sigma": 0, "rotation_limit": 0,
@@ -184,10 +190,18 @@ class MethodConfig:
             value = getattr(self, name)
             if not value >= low:
                 raise ValueError(f"{_flag(name)} must be >= {low}, got {value}")
-        for name in ("rotation_p", "hard_rotation_p", "flip_p", "momentum", "momentum_start"):
+        probabilities = (
+            "rotation_p", "hard_rotation_p", "flip_p", "momentum", "momentum_start", "mix_p",
+            "mix_p_feature",
+        )  # fmt: skip
+        for name in probabilities:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{_flag(name)} must be in [0, 1], got {value}")
+        if min(self.mix_grid) < 1:
+            raise ValueError(f"{_flag('mix_grid')} must be >= 1 tiles, got {self.mix_grid}")
+        if not self.mix_at:
+            raise ValueError(f"{_flag('mix_at')} needs at least one mixing point")
         if not self.sigma > 0:
             raise ValueError(f"{_flag('sigma')} must be > 0, got {self.sigma}")
         low, high = self.scale_range
@@ -210,12 +224,6 @@ class MethodConfig:
         if self.teacher is not None:
             return self.teacher
         return "ema" if self.method == "consistency" else "eman"
-
-
-def _flag(name: str) -> str:
-    """The command-line flag of a :class:`MethodConfig` field (see sshpe.config)."""
-    (found,) = [f for f in fields(MethodConfig) if f.name == name]
-    return str(found.metadata.get("flag", "--" + name.replace("_", "-")))
 
 
 def scaled_cutout(input_height: int) -> tuple[float, tuple[int, int]]:

@@ -54,7 +54,7 @@ def prepare_run_folder(config: TrainConfig) -> None:
 
     Raises:
         ValueError: if the folder holds an earlier run and neither ``--resume`` nor
-            ``--overwrite`` is given, or ``--resume`` finds no run.
+            ``--overwrite`` is given.
     """
     runtime = config.runtime
     out = runtime.out
@@ -63,9 +63,7 @@ def prepare_run_folder(config: TrainConfig) -> None:
     found = earlier_outputs(out)
     # a run that wrote no checkpoint, log line or result has nothing to lose
     worth_keeping = [p for p in found if p.name != CONFIG_FILE and p.stat().st_size > 0]
-    if runtime.resume:
-        if not (out / CHECKPOINT).is_file():
-            raise ValueError(f"--resume: no checkpoint at {out / CHECKPOINT}")
+    if runtime.resume:  # the command line checked that the checkpoint is there
         return
     if worth_keeping and not runtime.overwrite:
         names = ", ".join(p.name for p in worth_keeping[:3])

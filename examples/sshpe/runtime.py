@@ -1,7 +1,7 @@
 """Where a run executes: the device, the process group of a ``torchrun`` launch, the seeds.
 
-:class:`Distributed` is the process group (or a single process); :func:`step_generator`
-is the per-process generator of every random draw of a step.
+:class:`Distributed` is the process group (or a single process); :func:`seeded_generator`
+makes the per-process generator of every random draw of a step and the data order's.
 """
 
 from __future__ import annotations
@@ -89,8 +89,12 @@ class Distributed:
         return out
 
     def any(self, flag: bool) -> bool:
-        """Whether ``flag`` is true on any rank."""
-        return any(self.gather(flag))
+        """Whether ``flag`` is true on any rank (one small all-reduce)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor(float(flag), device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
 
     def close(self) -> None:
         """Leave the process group."""
