@@ -214,7 +214,7 @@ class SemiTopdownPoseEstimator(BaseModel):
             flags.append(flag)
         labelled = torch.tensor(flags, device=inputs.device)
         losses: dict[str, Tensor] = {}
-        if bool(labelled.any()):
+        if any(flags):
             samples = [s for s, flag in zip(data_samples, flags, strict=True) if flag]
             pause = self.mum.paused() if self.mum is not None and not self.mix_labelled else None
             with pause or nullcontext():
