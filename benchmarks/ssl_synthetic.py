@@ -1,44 +1,62 @@
-"""Semi-supervised benchmark on the synthetic person set: does the unlabelled data help?
+"""The claims benchmark on the synthetic person set: does each of Pose-MUM's claims hold?
 
-Trains ``examples/train.py`` once per arm and seed, on the same data, network, input size,
-batches, steps and learning-rate schedule, and records the validation AP (SSHPE
-protocol) over training, the final AP of the student and the teacher, and the
-pseudo-label diagnostics of the semi-supervised arms:
+Trains ``examples/train.py`` once per regime, arm and seed on the same data, network,
+input size, batches, steps and learning-rate schedule. The runs of one seed are *paired*:
+every arm starts from the same initial weights, sees the same batches in the same order
+and draws the same random values for everything it shares with another arm (each kind of
+draw has its own generator, ``sshpe.methods.STREAMS``). Each claim is then the per-seed
+difference of two arms' final student AP, reported as its mean, its 95 % t-interval over
+the seeds and a verdict: ``holds`` (interval above 0), ``refuted`` (below 0) or
+``unresolved at n``.
 
 =================  ==================================================================
 arm                what
 =================  ==================================================================
 supervised_few     the first ``labeled`` people of the training file only
+supervised_all     every training person labelled: the ceiling (fewer seeds)
 consistency        SSHPE's PoseCons + Joint Cutout with a classic mean teacher
-consistency_eman   the same with an EMAN teacher (ablation)
-posemum            consistency + Pose-MUM mixing with an EMAN teacher (the method)
-posemum_ema        the same with a mean teacher (ablation)
-supervised_all     every training person labelled: the ceiling
+consistency_eman   the same with an EMAN teacher
+posemum_ema        consistency + Pose-MUM mixing (input and feature level), mean teacher
+posemum            the same with an EMAN teacher: the method
+posemum_input      posemum with input-level mixing only (no feature-level re-mix)
 =================  ==================================================================
 
-The unlabelled pool is the whole training file, labels ignored (they feed only the
-diagnostics). Every run's folder stays under ``--work``; a run whose ``results.json``
-exists is read back, a run with only a checkpoint is resumed, so a killed benchmark
-continues where it stopped. The record (every run, the command, the git sha and a
-``summary`` of the student AP per arm) is written after each run.
+Two regimes: ``scratch`` trains from random weights; ``pretrained`` starts every arm from
+one backbone learned beforehand on people disjoint from the benchmark's (all labels of a
+cluttered-style set of another generator seed), converted to the ImageNet classifier
+layout so that, as for a user starting from ImageNet weights, the deconvolutions and the
+heatmap head are freshly initialised. The pretraining is a step of this benchmark: run
+once, cached, resumable, recorded.
 
-    python benchmarks/ssl_synthetic.py            # full: writes records/ssl_synthetic.json
-    python benchmarks/ssl_synthetic.py --quick    # smoke run for CI: seconds
-    python benchmarks/ssl_synthetic.py --table    # the README table from the record
-    python benchmarks/ssl_synthetic.py --arms posemum --seeds 0 --record /tmp/x.json \\
-        -- --hard-bn-stats frozen                 # an ablation: flags after -- go to every run
+The unlabelled pool is the whole training file, labels ignored (they feed only the
+pseudo-label diagnostics). Everything is resumable at three levels: a run in the
+committed record is not run again (the record is written after every run), a finished
+run folder is read back, and a run with a checkpoint is resumed. ``--jobs N`` runs N
+workers side by side (one thread each by default); they share the work through claim
+files in the run folders.
+
+    python benchmarks/ssl_synthetic.py --jobs 2   # full: writes records/ssl_claims.json
+    python benchmarks/ssl_synthetic.py --quick    # smoke run of both regimes for CI
+    python benchmarks/ssl_synthetic.py --table    # the claims table from the record
+    python benchmarks/ssl_synthetic.py --regimes scratch --arms posemum --seeds 0 \\
+        --record /tmp/x.json -- --mix-grid 2 2    # a sensitivity check: flags after --
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import hashlib
 import json
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +65,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "examples"))
 
+import torch  # noqa: E402
 import train  # noqa: E402
 from _common import RESULTS, metadata  # noqa: E402
 from sshpe.checkpoint import CHECKPOINT  # noqa: E402
@@ -55,43 +74,74 @@ from sshpe.config import RuntimeConfig  # noqa: E402
 from sshpe.diagnostics import read_metrics  # noqa: E402
 from sshpe.synthetic import generate_synthetic_coco  # noqa: E402
 
-RECORD = HERE / "records" / "ssl_synthetic.json"
+RECORD = HERE / "records" / "ssl_claims.json"
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: the method, whether only the few labels are used, extra flags."""
+    """One arm: the method, whether only the few labels are used, extra flags, and
+    whether it runs every seed or only the ``all_seeds`` (the ceiling)."""
 
     method: str
     few: bool = True
     flags: tuple[str, ...] = ()
-    ablation: bool = False
+    every_seed: bool = True
 
 
 ARMS = {
     "supervised_few": Arm("supervised"),
+    "supervised_all": Arm("supervised", few=False, every_seed=False),
     "consistency": Arm("consistency"),
-    "consistency_eman": Arm("consistency", flags=("--teacher", "eman"), ablation=True),
+    "consistency_eman": Arm("consistency", flags=("--teacher", "eman")),
+    "posemum_ema": Arm("posemum", flags=("--teacher", "ema")),
     "posemum": Arm("posemum"),
-    "posemum_ema": Arm("posemum", flags=("--teacher", "ema"), ablation=True),
-    "supervised_all": Arm("supervised", few=False),
+    "posemum_input": Arm("posemum", flags=("--mix-p-feature", "0")),
 }
 
-#: The full benchmark: data, labels, the per-run budget, seeds. The shared settings were
-#: chosen on supervised_few, supervised_all and consistency (see examples/README.md).
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the paper as the per-seed AP difference ``better - worse``."""
+
+    what: str
+    better: str
+    worse: str
+
+
+CLAIMS = {
+    "C0": Claim("PoseCons helps", "consistency", "supervised_few"),
+    "C1a": Claim("mixing helps, mean teacher", "posemum_ema", "consistency"),
+    "C1b": Claim("mixing helps, EMAN teacher", "posemum", "consistency_eman"),
+    "C2": Claim("feature-level mixing adds to input mixing", "posemum", "posemum_input"),
+    "C3": Claim("EMAN helps Pose-MUM", "posemum", "posemum_ema"),
+    "headline": Claim("Pose-MUM beats PoseCons", "posemum", "consistency"),
+}
+REGIMES = ("scratch", "pretrained")
+
+#: The full benchmark: data, labels, the per-run budget, seeds, the pretraining. The
+#: shared settings were chosen on supervised_few, supervised_all and consistency (see
+#: examples/README.md); Pose-MUM's own options are METHOD.md's defaults.
 FULL: dict[str, Any] = {
     "num_train": 2000,
     "num_val": 300,
     "labeled": 200,
     "steps": 3000,
     "eval_every": 500,
-    "seeds": [0, 1, 2],
-    "ablation_seeds": [0],
+    "seeds": [0, 1, 2, 3, 4],
+    "all_seeds": [0, 1, 2],
     # the rest is train.py's synthetic profile (network, input size, batches, learning
     # rate, EMA momentum), given as flags because this benchmark passes its data as files
     "train": profile_flags("synthetic", skip=("labeled", "steps")),
+    "pretrain": {
+        "num_train": 3000,
+        "num_val": 300,
+        "seed": 1,
+        "style": "cluttered",
+        "steps": 3000,
+        "eval_every": 1000,
+    },
 }
-#: The CI smoke run: a tiny set, a tiny model, a few steps, one seed.
+#: The CI smoke run: a tiny set, a tiny model, a few steps, one seed, both regimes.
 QUICK: dict[str, Any] = {
     "num_train": 24,
     "num_val": 6,
@@ -99,19 +149,142 @@ QUICK: dict[str, Any] = {
     "steps": 4,
     "eval_every": 2,
     "seeds": [0],
-    "ablation_seeds": [0],
+    "all_seeds": [0],
     "train": [
         "--input-size", "64", "64", "--width", "0.125", "--batch-size", "4",
         "--unlabeled-batch-size", "4", "--vis-count", "0", "--pseudo-every", "2",
     ],
+    "pretrain": {
+        "num_train": 12, "num_val": 4, "seed": 1, "style": "cluttered", "steps": 3,
+        "eval_every": 0,
+    },
 }  # fmt: skip
+
+#: Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom.
+T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5 % quantile of Student's t with ``df`` degrees of freedom (table to 30,
+    the Cornish-Fisher expansion beyond, within 1e-3).
+
+    Example:
+        >>> t_quantile_975(4), round(t_quantile_975(1000), 3)
+        (2.776, 1.962)
+    """
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def paired_claim(diffs: Sequence[float]) -> dict[str, Any]:
+    """Mean of the per-seed differences, its 95 % t-interval and the verdict.
+
+    Args:
+        diffs: one ``better - worse`` AP difference per seed.
+
+    Returns:
+        ``{"diff_mean", "ci95": [lo, hi], "n", "verdict", "diffs"}``; the interval is
+        ``None`` below two seeds.
+
+    Example:
+        >>> paired_claim([0.01, 0.02, 0.03])["verdict"]
+        'holds'
+        >>> paired_claim([0.01, -0.02, 0.03])["verdict"]
+        'unresolved at 3'
+    """
+    n = len(diffs)
+    mean = statistics.fmean(diffs) if diffs else math.nan
+    interval = None
+    verdict = f"unresolved at {n}"
+    if n >= 2:
+        half = t_quantile_975(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+        interval = [mean - half, mean + half]
+        if interval[0] > 0:
+            verdict = "holds"
+        elif interval[1] < 0:
+            verdict = "refuted"
+    return {"diff_mean": mean, "ci95": interval, "n": n, "verdict": verdict, "diffs": list(diffs)}
+
+
+def claims(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per regime and claim, :func:`paired_claim` over the seeds where both arms ran."""
+    ap = {(r["regime"], r["arm"], r["seed"]): r["metrics"]["student"]["AP"] for r in runs}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for regime in REGIMES:
+        for name, claim in CLAIMS.items():
+            seeds = sorted(
+                s for (g, a, s) in ap if g == regime and a == claim.better
+                if (regime, claim.worse, s) in ap
+            )  # fmt: skip
+            if not seeds:
+                continue
+            diffs = [ap[regime, claim.better, s] - ap[regime, claim.worse, s] for s in seeds]
+            entry = {"what": claim.what, "difference": f"{claim.better} - {claim.worse}"}
+            out.setdefault(regime, {})[name] = {**entry, **paired_claim(diffs), "seeds": seeds}
+    return out
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per regime and arm: student AP mean, std (0 for one seed), count, teacher AP mean."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for regime in REGIMES:
+        for arm in ARMS:
+            mine = [r for r in runs if r["regime"] == regime and r["arm"] == arm]
+            if not mine:
+                continue
+            ap = [r["metrics"]["student"]["AP"] for r in mine]
+            summary.setdefault(regime, {})[arm] = {
+                "AP_mean": statistics.fmean(ap),
+                "AP_std": statistics.stdev(ap) if len(ap) > 1 else 0.0,
+                "n": len(ap),
+                "teacher_AP_mean": statistics.fmean(r["metrics"]["teacher"]["AP"] for r in mine),
+                "seconds_mean": statistics.fmean(r["seconds"] for r in mine),
+            }
+    return summary
+
+
+def regime_checks(summary: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, bool]]:
+    """The pretrained regime's conditions (room for the unlabelled data, a better ceiling
+    than from scratch), each with whether the record meets it (arms it needs only)."""
+    out = []
+    pre = {arm: row["AP_mean"] for arm, row in summary.get("pretrained", {}).items()}
+    scratch = {arm: row["AP_mean"] for arm, row in summary.get("scratch", {}).items()}
+    if {"supervised_few", "supervised_all"} <= pre.keys():
+        bound = 0.8 * pre["supervised_all"]
+        out.append(
+            (
+                f"pretrained supervised_few {pre['supervised_few']:.3f} <= 0.8 x "
+                f"supervised_all = {bound:.3f}",
+                pre["supervised_few"] <= bound,
+            )
+        )
+    if "supervised_all" in pre and "supervised_all" in scratch:
+        out.append(
+            (
+                f"pretrained supervised_all {pre['supervised_all']:.3f} > scratch "
+                f"{scratch['supervised_all']:.3f}",
+                pre["supervised_all"] > scratch["supervised_all"],
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- running
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The benchmark's budget, which arms and seeds, where runs and the record go."""
+    """The benchmark's budget, which regimes, arms and seeds, where runs and the record go."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, for CI")
-    parser.add_argument("--table", action="store_true", help="print the record's table only")
+    parser.add_argument("--table", action="store_true", help="print the record's tables only")
     parser.add_argument(
         "--plot-calibration",
         type=Path,
@@ -119,50 +292,123 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="RECORD",
         help="plot a calibration record (records/ssl_calibration.json) beside it, and exit",
     )
+    parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="every arm's seeds")
-    parser.add_argument("--steps", type=int, default=None, help="steps per run")
-    parser.add_argument("--labeled", type=int, default=None, help="labelled people (few arms)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per run (default: 1 per job)"
+    )
     parser.add_argument("--device", default=None, help="passed to train.py")
-    parser.add_argument("--cache", type=Path, default=None, help="where the data set is made")
-    parser.add_argument("--work", type=Path, default=None, help="run folders (resumable)")
+    parser.add_argument("--cache", type=Path, default=None, help="where the data sets are made")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="run folders (resumable; default in --cache)"
+    )
     parser.add_argument("--record", type=Path, default=None, help="the JSON record")
     parser.add_argument(
         "train_flags",
         nargs=argparse.REMAINDER,
-        help="after --: more train.py flags for every run (ablations)",
+        help="after --: more train.py flags for every run (sensitivity checks)",
     )
     args = parser.parse_args(argv)
     if args.train_flags[:1] == ["--"]:
         args.train_flags = args.train_flags[1:]
+    if not 1 <= args.jobs <= max(1, os.cpu_count() or 1):
+        raise SystemExit(f"--jobs must be between 1 and the {os.cpu_count()} CPUs, got {args.jobs}")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     if args.record is None:
-        args.record = RESULTS / "ssl_synthetic_quick.json" if args.quick else RECORD
+        args.record = RESULTS / "ssl_claims_quick.json" if args.quick else RECORD
+    if args.cache is None:
+        args.cache = RuntimeConfig().cache
     if args.work is None:  # the quick run starts afresh every time
-        args.work = Path(tempfile.mkdtemp()) if args.quick else RESULTS / "ssl_synthetic"
+        args.work = Path(tempfile.mkdtemp()) if args.quick else args.cache / "ssl-claims"
     return args
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per arm: student AP mean, std (0 for one seed) and count, teacher AP mean, AP50."""
-    summary = {}
-    for arm in ARMS:
-        mine = [r for r in runs if r["arm"] == arm]
-        if not mine:
-            continue
-        ap = [r["metrics"]["student"]["AP"] for r in mine]
-        summary[arm] = {
-            "AP_mean": statistics.fmean(ap),
-            "AP_std": statistics.stdev(ap) if len(ap) > 1 else 0.0,
-            "n": len(ap),
-            "teacher_AP_mean": statistics.fmean(r["metrics"]["teacher"]["AP"] for r in mine),
-            "AP50_mean": statistics.fmean(r["metrics"]["student"]["AP50"] for r in mine),
-            "seconds_mean": statistics.fmean(r["seconds"] for r in mine),
-        }
-    return summary
+@dataclass(frozen=True)
+class Job:
+    """One training run of the benchmark."""
+
+    regime: str
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The run folder's name under ``work/runs``."""
+        return f"{self.regime}/{self.arm}-{self.seed}"
 
 
-def _run_record(arm: str, seed: int, out: Path, seconds: float) -> dict[str, Any]:
-    """What the record keeps of one finished run: metrics, AP curve, last diagnostics."""
+def jobs(regimes: Sequence[str], arms: Sequence[str], budget: dict[str, Any]) -> list[Job]:
+    """Every run, seed-major (a benchmark stopped early has every arm's first seeds) and
+    the regimes interleaved (both regimes grow together)."""
+    seeds = sorted({*budget["seeds"], *budget["all_seeds"]})
+    return [
+        Job(regime, arm, seed)
+        for seed in seeds
+        for regime in regimes
+        for arm in arms
+        if seed in (budget["seeds"] if ARMS[arm].every_seed else budget["all_seeds"])
+    ]
+
+
+@contextlib.contextmanager
+def claimed(folder: Path) -> Iterator[bool]:
+    """Whether this process may work in ``folder``: a claim file made atomically, taken
+    over when the process that made it is gone, removed on exit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    claim = folder / ".claim"
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(claim.read_text() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                claim.unlink(missing_ok=True)  # its owner died: take it over
+                continue
+            except PermissionError:
+                pass
+            yield False
+            return
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        try:
+            yield True
+        finally:
+            claim.unlink(missing_ok=True)
+        return
+    yield False
+
+
+def train_run(out: Path, argv: list[str]) -> float:
+    """Train (or resume) the run of ``argv`` in ``out``; returns the seconds it took in
+    all, earlier sessions included, and keeps them with every sha it ran at."""
+    info_path = out / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {"seconds": 0.0}
+    if (out / "results.json").is_file() and "command" in info:
+        return float(info["seconds"])
+    resume = (out / CHECKPOINT).is_file()
+    # a run killed before its first checkpoint starts over
+    full = [*argv, "--resume" if resume else "--overwrite"]
+    info["command"] = " ".join(["python", "examples/train.py", *argv])
+    info["git_sha"] = [*info.get("git_sha", []), metadata()["git_sha"]]
+    started = time.perf_counter()
+    status = train.main(full)
+    if status != 0:
+        raise SystemExit(f"ssl_synthetic: {out} failed (exit {status})")
+    info["seconds"] = info["seconds"] + time.perf_counter() - started
+    info["threads"] = torch.get_num_threads()
+    info_path.write_text(json.dumps(info))
+    return float(info["seconds"])
+
+
+def run_record(job: Job, out: Path) -> dict[str, Any]:
+    """What the record keeps of one finished run: command, shas, metrics, AP curve,
+    pseudo-label diagnostics."""
+    info = json.loads((out / "run.json").read_text())
     result = json.loads((out / "results.json").read_text())
     records = read_metrics(out / "metrics.jsonl")
     curve = [
@@ -170,185 +416,339 @@ def _run_record(arm: str, seed: int, out: Path, seconds: float) -> dict[str, Any
         for r in records
         if "eval" in r
     ]
-    pseudo = [r for r in records if "pseudo_pck" in r]
     return {
-        "arm": arm,
-        "seed": seed,
+        "regime": job.regime,
+        "arm": job.arm,
+        "seed": job.seed,
+        "command": info["command"],
+        "git_sha": info["git_sha"],
+        "threads": info["threads"],
         "metrics": result["metrics"],
         "curve": curve,
-        "pseudo": pseudo,
-        "seconds": seconds,
+        "pseudo": [r for r in records if "pseudo_pck" in r],
+        "seconds": info["seconds"],
     }
 
 
-def run_arm(
-    arm: str, seed: int, common: list[str], budget: dict[str, Any], work: Path
-) -> dict[str, Any]:
-    """Train one arm and seed (or read it back, or resume it); returns its record."""
-    spec = ARMS[arm]
-    out = work / f"{arm}-{seed}"
-    timing = out / "seconds.json"
-    if (out / "results.json").is_file() and timing.is_file():
-        return _run_record(arm, seed, out, json.loads(timing.read_text())["seconds"])
-    argv = [
-        *common,
-        "--method", spec.method,
-        "--labeled", str(budget["labeled"] if spec.few else 0),
-        *spec.flags, *budget["train"],
-        "--seed", str(seed), "--out", str(out),
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def backbone_from_student(checkpoint: Path, path: Path) -> None:
+    """The student of a training checkpoint as an ImageNet-style ResNet classifier state
+    (``conv1 / bn1 / layer1..4``, no deconvolutions, no head): what ``--pretrained``
+    loads as a backbone, leaving the rest at its initialisation."""
+    student = torch.load(checkpoint, map_location="cpu", weights_only=True)["student"]
+    rename = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+    backbone = {}
+    for key, value in student.items():
+        if key.startswith(("deconv.", "head.")):
+            continue
+        new = next((n + key[len(o) :] for o, n in rename.items() if key.startswith(o)), key)
+        backbone[new] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(backbone, tmp)
+    os.replace(tmp, path)
+
+
+def pretrain(budget: dict[str, Any], args: argparse.Namespace) -> dict[str, Any] | None:
+    """The pretrained regime's backbone: made once (resumable) and cached in the work
+    folder; returns its record (``None`` while another worker is making it)."""
+    spec = budget["pretrain"]
+    folder = args.work / "pretrain"
+    backbone = folder / "backbone.pt"
+    with claimed(folder) as mine:
+        if not mine:
+            return None
+        paths = generate_synthetic_coco(
+            args.cache / f"ssl-pretrain-{spec['num_train']}-{spec['style']}-{spec['seed']}",
+            num_train=spec["num_train"],
+            num_val=spec["num_val"],
+            seed=spec["seed"],
+            style=spec["style"],
+            progress=not args.quick,
+        )
+        out = folder / "run"
+        argv = [
+            "--images", str(paths.images), "--train-ann", str(paths.train_ann),
+            "--val-ann", str(paths.val_ann), "--steps", str(spec["steps"]),
+            "--eval-every", str(spec["eval_every"]), "--no-progress", "--method", "supervised",
+            "--labeled", "0", *budget["train"], "--seed", "0", "--out", str(out),
+            *(["--device", args.device] if args.device else []),
+        ]  # fmt: skip
+        seconds = train_run(out, argv)
+        if not backbone.is_file():
+            backbone_from_student(out / CHECKPOINT, backbone)
+        info = json.loads((out / "run.json").read_text())
+        return {
+            "data": spec,
+            "command": info["command"],
+            "git_sha": info["git_sha"],
+            "metrics": json.loads((out / "results.json").read_text())["metrics"],
+            "seconds": seconds,
+            "backbone_sha256": file_sha256(backbone),
+        }
+
+
+def common_flags(budget: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """The train.py flags every arm shares: the benchmark's data and budget."""
+    paths = generate_synthetic_coco(
+        args.cache / f"ssl-benchmark-{budget['num_train']}",
+        num_train=budget["num_train"],
+        num_val=budget["num_val"],
+        progress=not args.quick,
+    )
+    flags = [
+        "--images", str(paths.images), "--train-ann", str(paths.train_ann),
+        "--val-ann", str(paths.val_ann), "--steps", str(budget["steps"]),
+        "--eval-every", str(budget["eval_every"]), "--no-progress",
+        *(["--device", args.device] if args.device else []),
     ]  # fmt: skip
-    spent = json.loads(timing.read_text())["seconds"] if timing.is_file() else 0.0
-    if (out / CHECKPOINT).is_file():
-        argv.append("--resume")
-    else:  # a run killed before its first checkpoint starts over
-        argv.append("--overwrite")
-    started = time.perf_counter()
-    if train.main(argv) != 0:
-        raise SystemExit(f"ssl_synthetic: the {arm} run with seed {seed} failed")
-    seconds = spent + time.perf_counter() - started
-    timing.write_text(json.dumps({"seconds": seconds}))
-    return _run_record(arm, seed, out, seconds)
+    return flags
 
 
-def write_record(
-    path: Path,
-    meta: dict[str, Any],
-    budget: dict[str, Any],
-    command: str,
-    runs: list[dict[str, Any]],
-) -> None:
-    """The record: metadata, the command, the budget, every run, the summary."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def job_argv(job: Job, budget: dict[str, Any], common: list[str], work: Path) -> list[str]:
+    """The train.py flags of one run."""
+    spec = ARMS[job.arm]
+    argv = [
+        *common, "--method", spec.method,
+        "--labeled", str(budget["labeled"] if spec.few else 0), *spec.flags, *budget["train"],
+        "--seed", str(job.seed), "--out", str(work / "runs" / job.name),
+    ]  # fmt: skip
+    if job.regime == "pretrained":
+        argv += ["--pretrained", str(work / "pretrain" / "backbone.pt")]
+    return argv
+
+
+def read_record(path: Path, budget: dict[str, Any]) -> dict[str, Any] | None:
+    """The record at ``path`` if it was made with this budget (its runs count as done)."""
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text())
+    return record if record.get("budget") == budget else None
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write the record atomically, with its summary and claims recomputed."""
+    runs = sorted(
+        record["runs"], key=lambda r: (r["seed"], r["regime"], list(ARMS).index(r["arm"]))
+    )
     record = {
-        "meta": meta,
-        "command": command,
-        "budget": budget,
+        **record,
         "summary": summarize(runs),
+        "claims": claims(runs),
+        "checks": [[text, met] for text, met in regime_checks(summarize(runs))],
         "runs": runs,
     }
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
-def table(record: dict[str, Any]) -> str:
-    """The README's markdown table of a record."""
+def merge_into_record(path: Path, base: dict[str, Any], new: dict[str, Any]) -> None:
+    """Add one finished run (or the pretraining) to the record on disk, which another
+    worker may have grown meanwhile (the read-modify-write holds a lock file)."""
+    lock = path.with_name(f".{path.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        record = read_record(path, base["budget"]) or {**base, "runs": []}
+        if "pretrain" in new:
+            record["pretrain"] = new["pretrain"]
+        else:
+            key = (new["regime"], new["arm"], new["seed"])
+            record["runs"] = [
+                r for r in record["runs"] if (r["regime"], r["arm"], r["seed"]) != key
+            ]
+            record["runs"].append(new)
+        write_record(path, record)
+
+
+def ensure_backbone(
+    record: dict[str, Any], budget: dict[str, Any], args: argparse.Namespace, base: dict[str, Any]
+) -> bool:
+    """Whether the pretrained regime's backbone is ready: made (or remade, on a machine
+    without the cache, and checked to be the recorded one) when no other worker is."""
+    backbone = args.work / "pretrain" / "backbone.pt"
+    recorded = record.get("pretrain", {}).get("backbone_sha256")
+    if recorded is not None and backbone.is_file() and file_sha256(backbone) == recorded:
+        return True
+    made = pretrain(budget, args)
+    if made is None:
+        return False
+    if recorded is not None and made["backbone_sha256"] != recorded:
+        raise SystemExit(
+            f"ssl_synthetic: the remade {backbone} differs from the recorded pretrained "
+            f"backbone (sha256 {recorded}): the pretrained runs of the record cannot be "
+            "continued with it"
+        )
+    merge_into_record(args.record, base, {"pretrain": made})
+    return True
+
+
+def worker(args: argparse.Namespace, budget: dict[str, Any], base: dict[str, Any]) -> None:
+    """Run every job not yet in the record and not claimed by another worker, the
+    pretraining before the pretrained regime's runs."""
+    threads = args.threads or (1 if args.jobs > 1 else torch.get_num_threads())
+    torch.set_num_threads(threads)
+    common = common_flags(budget, args)
+    while True:
+        record = read_record(args.record, budget) or {"runs": []}
+        done = {(r["regime"], r["arm"], r["seed"]) for r in record["runs"]}
+        todo = [
+            j
+            for j in jobs(args.regimes, args.arms, budget)
+            if (j.regime, j.arm, j.seed) not in done
+        ]
+        if not todo:
+            return
+        ready = "pretrained" not in {j.regime for j in todo} or ensure_backbone(
+            record, budget, args, base
+        )
+        ran = False
+        for job in todo:
+            if job.regime == "pretrained" and not ready:
+                continue
+            out = args.work / "runs" / job.name
+            with claimed(out) as mine:
+                if mine:
+                    train_run(out, job_argv(job, budget, common, args.work))
+                    merge_into_record(args.record, base, run_record(job, out))
+                    ran = True
+            if ran:
+                break
+        if not ran:  # what is left is being run (or pretrained for) by other workers
+            time.sleep(10)
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def claims_table(record: dict[str, Any]) -> str:
+    """The README's claims table: per claim and regime, the mean paired AP difference,
+    its 95 % interval, the seeds and the verdict."""
+    regimes = [g for g in REGIMES if g in record["claims"]]
     lines = [
-        "| arm | seeds | student AP (mean +- std) | teacher AP | student AP50 | min/run |",
-        "|---|---|---|---|---|---|",
+        "| claim | difference | " + " | ".join(regimes) + " |",
+        "|---|---|" + "---|" * len(regimes),
     ]
-    for arm, row in record["summary"].items():
+    for name, claim in CLAIMS.items():
+        cells = []
+        for regime in regimes:
+            entry = record["claims"][regime].get(name)
+            if entry is None:
+                cells.append("-")
+                continue
+            ci = entry["ci95"]
+            interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+            cells.append(
+                f"{entry['diff_mean']:+.3f}{interval}, n={entry['n']}: **{entry['verdict']}**"
+            )
         lines.append(
-            f"| {arm} | {row['n']} | {row['AP_mean']:.3f} +- {row['AP_std']:.3f} "
-            f"| {row['teacher_AP_mean']:.3f} | {row['AP50_mean']:.3f} "
-            f"| {row['seconds_mean'] / 60:.1f} |"
+            f"| {name} {claim.what} | `{claim.better}` - `{claim.worse}` | "
+            + " | ".join(cells)
+            + " |"
         )
     return "\n".join(lines)
+
+
+def arms_table(record: dict[str, Any]) -> str:
+    """Per arm and regime: student AP mean +- std over seeds, teacher AP, minutes per run."""
+    lines = [
+        "| regime | arm | seeds | student AP (mean +- std) | teacher AP | min/run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for regime, rows in record["summary"].items():
+        for arm, row in rows.items():
+            lines.append(
+                f"| {regime} | {arm} | {row['n']} | {row['AP_mean']:.3f} +- {row['AP_std']:.3f} "
+                f"| {row['teacher_AP_mean']:.3f} | {row['seconds_mean'] / 60:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+DIAGNOSTICS = {
+    "PCK": "pseudo_pck",
+    "head": "pseudo_pck_head",
+    "arms": "pseudo_pck_arms",
+    "legs": "pseudo_pck_legs",
+    "target peak": "pseudo_peak",
+    "student peak, running stats": "pseudo_student_peak_eval",
+    "student peak, batch stats": "pseudo_student_peak_batch",
+}
 
 
 def diagnostics_table(record: dict[str, Any]) -> str:
-    """Per semi-supervised arm, the pseudo-label diagnostics averaged over the last third
-    of every run and over its seeds: PCK of the teacher's targets (all, per group), their
-    mean peak, and the student's mean peak with BatchNorm on running and batch statistics."""
-    keys = {
-        "PCK": "pseudo_pck",
-        "head": "pseudo_pck_head",
-        "arms": "pseudo_pck_arms",
-        "legs": "pseudo_pck_legs",
-        "target peak": "pseudo_peak",
-        "student peak, running stats": "pseudo_student_peak_eval",
-        "student peak, batch stats": "pseudo_student_peak_batch",
-    }
-    lines = ["| arm | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    """Per regime and semi-supervised arm, the pseudo-label diagnostics averaged over the
+    last third of every run and over its seeds: PCK of the teacher's targets (all, per
+    group), their mean peak, and the student's mean peak with BatchNorm on running and
+    batch statistics."""
+    lines = [
+        "| regime | arm | " + " | ".join(DIAGNOSTICS) + " |",
+        "|---" * (len(DIAGNOSTICS) + 2) + "|",
+    ]
     steps = record["budget"]["steps"]
-    for arm in record["summary"]:
-        late = [
-            p
-            for r in record["runs"]
-            if r["arm"] == arm
-            for p in r["pseudo"]
-            if p["step"] > 2 * steps / 3
-        ]
-        if not late:
-            continue
-        cells = []
-        for key in keys.values():
-            values = [p[key] for p in late if p.get(key) is not None]
-            cells.append(f"{statistics.fmean(values):.3f}" if values else "-")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    for regime, rows in record["summary"].items():
+        for arm in rows:
+            late = [
+                p
+                for r in record["runs"]
+                if r["arm"] == arm and r["regime"] == regime
+                for p in r["pseudo"]
+                if p["step"] > 2 * steps / 3
+            ]
+            if not late:
+                continue
+            cells = []
+            for key in DIAGNOSTICS.values():
+                values = [p[key] for p in late if p.get(key) is not None]
+                cells.append(f"{statistics.fmean(values):.3f}" if values else "-")
+            lines.append(f"| {regime} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def goals(summary: dict[str, dict[str, Any]]) -> list[tuple[str, bool]]:
-    """The benchmark's goals, each with whether the record meets it (arms it needs only)."""
-    out = []
-    ap = {arm: row["AP_mean"] for arm, row in summary.items()}
-    if "supervised_all" in ap:
-        out.append(
-            (f"supervised_all {ap['supervised_all']:.3f} >= 0.50", ap["supervised_all"] >= 0.5)
-        )
-    if {"supervised_few", "supervised_all"} <= ap.keys():
-        bound = 0.67 * ap["supervised_all"]
-        out.append(
-            (
-                f"supervised_few {ap['supervised_few']:.3f} <= 0.67 x supervised_all = {bound:.3f}",
-                ap["supervised_few"] <= bound,
-            )
-        )
-    if {"supervised_few", "consistency"} <= ap.keys():
-        pooled = math.sqrt(
-            (summary["consistency"]["AP_std"] ** 2 + summary["supervised_few"]["AP_std"] ** 2) / 2
-        )
-        gain, need = ap["consistency"] - ap["supervised_few"], max(0.02, 2 * pooled)
-        out.append((f"consistency - supervised_few = {gain:.3f} >= {need:.3f}", gain >= need))
-    if {"posemum", "consistency"} <= ap.keys():
-        out.append(
-            (
-                f"posemum {ap['posemum']:.3f} >= consistency {ap['consistency']:.3f}",
-                ap["posemum"] >= ap["consistency"],
-            )
-        )
-    return out
-
-
 def plot(record: dict[str, Any], path: Path) -> None:
-    """AP against steps per arm (mean over seeds, a band of one std), the teacher's
-    pseudo-label PCK and the student's BatchNorm gap of the semi-supervised arms."""
+    """Per regime, AP against steps per arm (mean over seeds); then every claim's paired
+    differences per seed with the mean and its 95 % interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for arm in record["summary"]:
-        runs = [r for r in record["runs"] if r["arm"] == arm]
-        steps = [p[0] for p in runs[0]["curve"]]
-        ap = [[r["curve"][i][1] for r in runs] for i in range(len(steps))]
-        mean = [statistics.fmean(v) for v in ap]
-        std = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in ap]
-        (line,) = axes[0].plot(steps, mean, marker="o", markersize=3, label=arm)
-        axes[0].fill_between(
-            steps,
-            [m - s for m, s in zip(mean, std, strict=True)],
-            [m + s for m, s in zip(mean, std, strict=True)],
-            alpha=0.2,
-            color=line.get_color(),
-        )
-        pseudo = runs[0]["pseudo"]
-        if pseudo:
-            xs = [p["step"] for p in pseudo]
-            pck = [_nan(p["pseudo_pck"]) for p in pseudo]
-            gap = [
-                _nan(p["pseudo_student_peak_batch"]) - _nan(p["pseudo_student_peak_eval"])
-                for p in pseudo
-            ]
-            axes[1].plot(xs, pck, label=arm, color=line.get_color(), linewidth=1)
-            axes[2].plot(xs, gap, label=arm, color=line.get_color(), linewidth=1)
-    axes[0].set_title("validation AP (student), mean +- std over seeds", fontsize=9)
-    axes[1].set_title("teacher pseudo-label PCK@0.05 on the unlabelled batch (seed 0)", fontsize=9)
-    axes[2].set_title("student peak: batch stats - running stats (seed 0)", fontsize=9)
-    for ax in axes:
+    regimes = list(record["summary"])
+    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5 * (len(regimes) + 1), 3.8))
+    for ax, regime in zip(axes, regimes, strict=False):
+        for arm in record["summary"][regime]:
+            runs = [r for r in record["runs"] if r["arm"] == arm and r["regime"] == regime]
+            steps = [p[0] for p in runs[0]["curve"]]
+            mean = [statistics.fmean(r["curve"][i][1] for r in runs) for i in range(len(steps))]
+            ax.plot(steps, mean, marker="o", markersize=3, label=f"{arm} (n={len(runs)})")
+        ax.set_title(f"{regime}: validation AP (student), mean over seeds", fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
+    ax = axes[-1]
+    names = list(CLAIMS)
+    for k, regime in enumerate(regimes):
+        offset = -0.15 + 0.3 * k
+        for i, name in enumerate(names):
+            entry = record["claims"].get(regime, {}).get(name)
+            if entry is None:
+                continue
+            y = i + offset
+            ax.scatter(entry["diffs"], [y] * len(entry["diffs"]), s=8, color=f"C{k}", alpha=0.5)
+            if entry["ci95"]:
+                ax.plot(entry["ci95"], [y, y], color=f"C{k}", linewidth=2)
+            ax.scatter([entry["diff_mean"]], [y], marker="D", color=f"C{k}",
+                       label=regime if i == 0 else None)  # fmt: skip
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(names)), [f"{n}: {CLAIMS[n].what}" for n in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("student AP difference (per seed, mean, 95 % interval)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -374,12 +774,21 @@ def plot_calibration(record: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
+def print_tables(record: dict[str, Any]) -> None:
+    """The claims, the arms, the diagnostics and the regime checks of a record."""
+    print(claims_table(record))
+    print()
+    print(arms_table(record))
+    print()
+    print(diagnostics_table(record))
+    print()
+    for text, met in record["checks"]:
+        print(f"{'met' if met else 'NOT met'}: {text}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run (or read back) every arm and seed, write the record and the plot, print the table."""
+    """Run (or read back) every regime, arm and seed, write the record and the plot,
+    print the tables."""
     args = parse_args(argv)
     if args.plot_calibration is not None:
         png = args.plot_calibration.with_suffix(".png")
@@ -387,46 +796,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {png}")
         return 0
     if args.table:
-        record = json.loads(args.record.read_text())
-        print(table(record))
-        print()
-        print(diagnostics_table(record))
-        print()
-        for text, met in goals(record["summary"]):
-            print(f"{'met' if met else 'NOT met'}: {text}")
+        print_tables(json.loads(args.record.read_text()))
         return 0
     budget = dict(QUICK if args.quick else FULL)
-    for key in ("steps", "labeled"):
-        if getattr(args, key) is not None:
-            budget[key] = getattr(args, key)
     if args.seeds is not None:
-        budget["seeds"] = budget["ablation_seeds"] = args.seeds
+        budget["seeds"] = budget["all_seeds"] = args.seeds
     budget["train"] = [*budget["train"], *args.train_flags]
-    cache = args.work / "data" if args.quick else (args.cache or RuntimeConfig().cache)
-    paths = generate_synthetic_coco(
-        Path(cache) / f"ssl-benchmark-{budget['num_train']}",
-        num_train=budget["num_train"],
-        num_val=budget["num_val"],
-        progress=not args.quick,
-    )
-    common = [
-        "--images", str(paths.images), "--train-ann", str(paths.train_ann),
-        "--val-ann", str(paths.val_ann), "--steps", str(budget["steps"]),
-        "--eval-every", str(budget["eval_every"]), "--no-progress",
-    ]  # fmt: skip
-    if args.device is not None:
-        common += ["--device", args.device]
     command = " ".join(
         ["python", "benchmarks/ssl_synthetic.py", *(argv if argv is not None else sys.argv[1:])]
     )
-    meta = metadata()  # the code the runs start with, whatever is committed meanwhile
-    runs: list[dict[str, Any]] = []
-    # seed-major, so that a benchmark stopped early has every arm's first seeds
-    for seed in sorted({*budget["seeds"], *budget["ablation_seeds"]}):
-        for arm in args.arms:
-            if seed in (budget["ablation_seeds"] if ARMS[arm].ablation else budget["seeds"]):
-                runs.append(run_arm(arm, seed, common, budget, args.work / "runs"))
-                write_record(args.record, meta, budget, command, runs)
+    if args.quick:  # a smoke run starts afresh
+        args.record.unlink(missing_ok=True)
+    old = read_record(args.record, budget)
+    base = {"meta": old["meta"] if old else metadata(), "command": command, "budget": budget}
+    common_flags(budget, args)  # the data set, made once before the workers start
+    if args.jobs == 1:
+        worker(args, budget, base)
+    else:
+        context = multiprocessing.get_context("spawn")
+        workers = [
+            context.Process(target=worker, args=(args, budget, base)) for _ in range(args.jobs)
+        ]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join()
+        failed = [p.exitcode for p in workers if p.exitcode != 0]
+        if failed:
+            raise SystemExit(f"ssl_synthetic: a worker failed (exit {failed[0]})")
     record = json.loads(args.record.read_text())
     png = args.record.with_suffix(".png")
     plot(record, png)
@@ -435,7 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{budget['num_val']} val; {budget['steps']} steps per run"
         + (f"; also {' '.join(args.train_flags)}" if args.train_flags else "")
     )
-    print(table(record))
+    print_tables(record)
     print(f"wrote {args.record} and {png}")
     return 0
 

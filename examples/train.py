@@ -56,11 +56,11 @@ from sshpe.loaders import (
     to_device,
     use_crop_cache,
 )
-from sshpe.methods import SSHPEMethod
+from sshpe.methods import SSHPEMethod, step_generators
 from sshpe.metrics_log import MetricsLog, finite_or_none
 from sshpe.models import SimpleBaseline, load_pretrained
 from sshpe.rundir import prepare_run_folder, write_json
-from sshpe.runtime import NO_BUFFER_BROADCAST, Distributed, resolve_device, seeded_generator
+from sshpe.runtime import NO_BUFFER_BROADCAST, Distributed, resolve_device
 from sshpe.validation import draw_predictions, evaluate_models, results_table
 
 
@@ -115,8 +115,8 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
         student = DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None, **NO_BUFFER_BROADCAST
         )
-    generator = seeded_generator(schedule.seed, ddp.rank)
-    method = SSHPEMethod(student, method_config, skeleton, generator, amp=schedule.amp)
+    generators = step_generators(schedule.seed, ddp.rank)
+    method = SSHPEMethod(student, method_config, skeleton, generators, amp=schedule.amp)
     method.teacher.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr)
     steps = total_steps(config, len(sets.labeled), ddp.world_size)
@@ -136,14 +136,14 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
         method.teacher.load_state_dict(ckpt["teacher"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(generator, ckpt["rng"][ddp.rank])
+        set_rng_state(generators, ckpt["rng"][ddp.rank], path)
         start, window = int(ckpt["step"]), int(ckpt["loss_window"]["start"])
         running = {k: v.to(device) for k, v in ckpt["loss_window"]["sums"].items()}
     log = MetricsLog(run.out, ddp.main, start if run.resume else None, tensorboard=run.tensorboard)
     last_good = start if run.resume else None
 
     def checkpoint(step: int) -> None:
-        rng = ddp.gather(rng_state(generator))
+        rng = ddp.gather(rng_state(generators))
         if ddp.main:
             sums = {k: v.cpu() for k, v in running.items()}
             state = {

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 from sshpe.methods import (
+    STREAMS,
     MethodConfig,
     SSHPEMethod,
     joint_mse,
     predict_heatmaps,
+    step_generators,
     view_matrix,
 )
 from sshpe.models import BasicBlock, Bottleneck, SimpleBaseline, load_pretrained
@@ -219,9 +221,9 @@ def test_easy_view_moves_keypoints_with_the_content_and_swaps_sides() -> None:
         Pool(),
         MethodConfig(method="supervised", flip_p=0.5, rotation_p=1.0),
         SKELETON,
-        torch.Generator().manual_seed(3),
+        step_generators(3),
     )
-    affine, view = method.easy_view(image, keypoints, torch.ones(8, 3))
+    affine, view = method.easy_view(image, keypoints, torch.ones(8, 3), stream="labeled_view")
     flipped = view.params
     assert flipped.any() and not flipped.all()
     # joint k of a flipped view is joint flip_index[k] of the base crop, whose blob is in
@@ -236,11 +238,12 @@ def test_easy_view_moves_keypoints_with_the_content_and_swaps_sides() -> None:
     mapped = affine_keypoints(keypoints, view_matrix(affine, view))
     torch.testing.assert_close(_swap_sides(mapped, flipped), view.keypoints)
     # an unlabelled step keeps the same draws' views in its pseudo-labels, for diagnostics
+    generators = {**step_generators(3), "unlabeled_view": step_generators(3)["labeled_view"]}
     unlabelled = SSHPEMethod(
         Pool(),
         MethodConfig(method="consistency", flip_p=0.5, rotation_p=1.0),
         SKELETON,
-        torch.Generator().manual_seed(3),
+        generators,
     )
     unlabelled.unsupervised_loss(image)
     pseudo = unlabelled.last_pseudo
@@ -265,11 +268,12 @@ def test_unsupervised_target_is_warped_into_the_hard_view(method_name: str) -> N
         mix_p=0.0,
         mix_p_feature=0.0,
     )
-    method = SSHPEMethod(Pool(), config, SKELETON, torch.Generator().manual_seed(1))
+    method = SSHPEMethod(Pool(), config, SKELETON, step_generators(1))
     loss = float(method.unsupervised_loss(image))
     # the same draws, but the target left in the easy view: far worse
-    method.generator.manual_seed(1)
-    _, easy = method.easy_view(image)
+    for name, generator in step_generators(1).items():
+        method.generators[name].set_state(generator.get_state())
+    _, easy = method.easy_view(image, stream="unlabeled_view")
     hard = method.hard_affine(easy.image)
     unwarped = float(joint_mse(Pool()(hard.image), Pool()(easy.image), torch.ones(8, 3)))
     assert loss < 0.05 * unwarped
@@ -279,12 +283,12 @@ def test_teachers_by_method() -> None:
     model = SimpleBaseline("resnet18", 3, 0.125)
     kinds = {
         name: type(
-            SSHPEMethod(model, MethodConfig(method=name), SKELETON, torch.Generator()).teacher
+            SSHPEMethod(model, MethodConfig(method=name), SKELETON, step_generators(0)).teacher
         )
         for name in ("supervised", "consistency")
     }
     assert kinds == {"supervised": EMANTeacher, "consistency": MeanTeacher}
-    mixed = SSHPEMethod(model, MethodConfig(teacher="ema"), SKELETON, torch.Generator())
+    mixed = SSHPEMethod(model, MethodConfig(teacher="ema"), SKELETON, step_generators(0))
     assert isinstance(mixed.teacher, MeanTeacher) and mixed.mum is not None
     mixed.close()
 
@@ -303,7 +307,8 @@ def test_losses_of_each_method_backpropagate() -> None:
         ("posemum", {"hard_targets": True, "hard_threshold": 0.0, "momentum_warmup": 10}),
     ):
         model = SimpleBaseline("resnet18", 3, 0.125)
-        method = SSHPEMethod(model, MethodConfig(method=name, **extra), SKELETON, torch.Generator())
+        config = MethodConfig(method=name, **extra)
+        method = SSHPEMethod(model, config, SKELETON, step_generators(0))
         losses = method.losses(labeled, unlabeled)
         assert set(losses) == (
             {"loss", "sup"} if name == "supervised" else {"loss", "sup", "unsup"}
@@ -312,6 +317,52 @@ def test_losses_of_each_method_backpropagate() -> None:
         assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
         assert method.update_teacher() == (0.5 if name == "posemum" else 0.999)
         method.close()
+
+
+def test_methods_are_paired_every_kind_of_draw_has_its_own_stream() -> None:
+    """With one seed, every method draws the same values for what it shares with another:
+    Pose-MUM's plans (and the unlabelled pass) do not shift the other draws."""
+    g = torch.Generator().manual_seed(0)
+    labeled = {
+        "image": _images(8),
+        "keypoints": 8 + 48 * torch.rand(8, 3, 2, generator=g),
+        "visibility": torch.ones(8, 3),
+    }
+    unlabeled = {"image": _images(8, seed=1)}
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    views: dict[str, torch.Tensor] = {}
+    for name in ("supervised", "consistency", "posemum"):
+        torch.manual_seed(0)
+        method = SSHPEMethod(
+            SimpleBaseline("resnet18", 3, 0.125),
+            MethodConfig(method=name, mix_p_feature=1.0),
+            SKELETON,
+            step_generators(0),
+        )
+        for _ in range(2):
+            method.losses(labeled, unlabeled)
+        if method.last_pseudo is not None:
+            views[name] = method.last_pseudo.view.image
+        states[name] = {k: v.get_state() for k, v in method.generators.items()}
+        method.close()
+    fresh = {k: v.get_state() for k, v in step_generators(0).items()}
+    for stream in STREAMS:
+        used = {name for name in states if not torch.equal(states[name][stream], fresh[stream])}
+        expected = {
+            "labeled_view": {"supervised", "consistency", "posemum"},
+            "mixing": {"posemum"},
+        }.get(stream, {"consistency", "posemum"})
+        assert used == expected, stream
+        drawn = [states[name][stream] for name in expected]
+        assert all(torch.equal(drawn[0], other) for other in drawn[1:]), stream
+    assert torch.equal(views["consistency"], views["posemum"])
+
+
+def test_generators_must_name_every_stream() -> None:
+    generators = step_generators(0)
+    del generators["cutout"]
+    with pytest.raises(ValueError, match="streams"):
+        SSHPEMethod(Pool(), MethodConfig(method="supervised"), SKELETON, generators)
 
 
 def test_predict_heatmaps_flip_test_maps_the_mirror_back() -> None:

@@ -276,3 +276,26 @@ def test_tensorboard_logs_the_scalars_of_the_metrics_log(data: list[str], tmp_pa
     assert {k for k in logged if not k[1].startswith("crops_per_s")} == set(want)
     for key, value in want.items():
         assert logged[key] == pytest.approx(value, rel=1e-6), key
+
+
+def test_resume_of_a_one_generator_checkpoint_is_refused(
+    data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A checkpoint of the trainer whose step drew from one generator cannot continue
+    exactly with one generator per kind of draw: one line says so."""
+    out = tmp_path / "old"
+    args = [*data, *TINY, "--method", "posemum", "--steps", "4", "--out", str(out)]
+    assert _run([*args, "--stop-after", "2"]) == 0
+    path = out / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["rng"] = [
+        {
+            **{k: v for k, v in s.items() if k != "generators"},
+            "generator": torch.Generator().get_state(),
+        }
+        for s in ckpt["rng"]
+    ]
+    torch.save(ckpt, path)
+    capsys.readouterr()
+    assert _run([*args, "--resume"]) == 2
+    _one_error_line(capsys, "no random state for", "start the run over")

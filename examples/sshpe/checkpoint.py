@@ -52,22 +52,39 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be written or read; the message names the file."""
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """This process's random states: the step generator, torch's CPU and CUDA generators.
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    """This process's random states: the step's generators (one per kind of draw, see
+    ``sshpe.methods.STREAMS``), torch's CPU and CUDA generators.
 
-    Every draw of a step comes from ``generator``; the global generators are saved too so
+    Every draw of a step comes from ``generators``; the global generators are saved too so
     that code added to the step stays exact. Python's and numpy's are not used.
     """
     return {
-        "generator": generator.get_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
-def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    generator.set_state(state["generator"])
+def set_rng_state(
+    generators: dict[str, torch.Generator], state: dict[str, Any], path: Path
+) -> None:
+    """Restore what :func:`rng_state` returned into ``generators``.
+
+    Raises:
+        CheckpointError: if ``state`` (read from ``path``) lacks one of ``generators``'
+            streams: a checkpoint of an older ``train.py``, whose step drew from one
+            generator, cannot continue exactly.
+    """
+    saved = state.get("generators", {})
+    missing = sorted(set(generators) - set(saved))
+    if missing:
+        raise CheckpointError(
+            f"--resume: {path} has no random state for {', '.join(missing)} (written by an "
+            "older train.py, whose step drew from one generator); start the run over"
+        )
+    for name, generator in generators.items():
+        generator.set_state(saved[name])
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -24,9 +24,14 @@ The views are the library's transform results
 :func:`~posemum_aug.transforms.apply_pose_flip` result, whose ``params`` (the matrices and
 the flip flags) replay it.
 
-Every random draw (affine matrices, flips, cutout boxes, tile plans) comes from one CPU
-``torch.Generator`` owned by :class:`SSHPEMethod`, so a step is a pure function of the
-model state, the batch and that generator's state: that is what makes ``--resume`` exact.
+Every random draw comes from a CPU ``torch.Generator`` owned by :class:`SSHPEMethod`, one
+per kind of draw (:data:`STREAMS`: the labelled easy view, the unlabelled easy view, Joint
+Cutout, the hard view's affine, the tile plans), so a step is a pure function of the model
+state, the batch and those generators' states: that is what makes ``--resume`` exact. The
+streams are independent so that the methods are *paired*: with one seed, ``supervised``,
+``consistency`` and ``posemum`` draw the same labelled views, and ``consistency`` and
+``posemum`` the same unlabelled views, cutout draws and hard affines, whatever Pose-MUM's
+plans consume.
 """
 
 from __future__ import annotations
@@ -63,9 +68,34 @@ from posemum_aug.transforms import (
     heatmap_stride,
     sample_pose_flip,
 )
+from sshpe.runtime import seeded_generator
 
 Method = Literal["supervised", "consistency", "posemum"]
 METHODS: tuple[Method, ...] = ("supervised", "consistency", "posemum")
+
+#: The kinds of random draw of a step, each from a generator of its own
+#: (:func:`step_generators`).
+STREAMS = ("labeled_view", "unlabeled_view", "cutout", "hard_view", "mixing")
+
+
+def step_generators(seed: int, rank: int = 0) -> dict[str, torch.Generator]:
+    """One CPU generator per :data:`STREAMS` entry, seeded from ``(seed, rank, stream)``.
+
+    Args:
+        seed: the run's seed.
+        rank: the process's rank (each process draws its own augmentation).
+
+    Returns:
+        ``{stream: generator}``, distinct well-mixed streams.
+
+    Example:
+        >>> a, b = step_generators(0), step_generators(0)
+        >>> torch.equal(a["mixing"].get_state(), b["mixing"].get_state())
+        True
+        >>> torch.equal(a["mixing"].get_state(), a["cutout"].get_state())
+        False
+    """
+    return {name: seeded_generator(seed, rank, i) for i, name in enumerate(STREAMS)}
 
 
 @dataclass(frozen=True)
@@ -392,19 +422,22 @@ class SSHPEMethod:
     """One training step of ``supervised``, ``consistency`` or ``posemum``.
 
     Holds the student (plain or DDP-wrapped), the teacher, the Pose-MUM hooks and the
-    CPU generator of every random draw. :meth:`losses` computes the step's losses (call
-    ``backward`` on ``["loss"]``); :meth:`update_teacher` follows ``optimizer.step()``.
+    CPU generators of the random draws, one per :data:`STREAMS` entry. :meth:`losses`
+    computes the step's losses (call ``backward`` on ``["loss"]``); :meth:`update_teacher`
+    follows ``optimizer.step()``.
 
     Args:
         student: the network being trained (``SimpleBaseline``), possibly DDP-wrapped.
         config: the options.
         skeleton: joint layout (flip pairs).
-        generator: CPU generator for augmentation and mixing.
+        generators: CPU generators, one per :data:`STREAMS` entry
+            (:func:`step_generators`).
         amp: run the forward passes under CUDA autocast (bfloat16).
 
     Raises:
-        ValueError: on mixing options the model cannot take (unknown stage names, a bad
-            group size or grid), raised by :class:`~posemum_aug.mix.PoseMUM`.
+        ValueError: if ``generators`` lacks a stream or has an unknown one, or on mixing
+            options the model cannot take (unknown stage names, a bad group size or
+            grid), raised by :class:`~posemum_aug.mix.PoseMUM`.
     """
 
     def __init__(
@@ -412,32 +445,38 @@ class SSHPEMethod:
         student: nn.Module,
         config: MethodConfig,
         skeleton: Skeleton,
-        generator: torch.Generator,
+        generators: dict[str, torch.Generator],
         *,
         amp: bool = False,
     ) -> None:
+        if sorted(generators) != sorted(STREAMS):
+            raise ValueError(f"generators must have the streams {STREAMS}, got {tuple(generators)}")
         self.student = student
         self.config = config
         self.skeleton = skeleton
-        self.generator = generator
+        self.generators = generators
         self.amp = amp
         self.teacher = build_teacher(student, config)
-        self.easy_affine, self.hard_affine = (
+        self.labeled_affine, self.unlabeled_affine, self.hard_affine = (
             RandomPoseAffine(
                 scale_sigma=config.scale_sigma,
                 scale_range=config.scale_range,
                 rotation_sigma=config.rotation_sigma,
                 rotation_limit=config.rotation_limit,
                 rotation_p=p,
-                generator=generator,
+                generator=generators[stream],
             )
-            for p in (config.rotation_p, config.hard_rotation_p)
+            for p, stream in (
+                (config.rotation_p, "labeled_view"),
+                (config.rotation_p, "unlabeled_view"),
+                (config.hard_rotation_p, "hard_view"),
+            )
         )
         self.cutout = JointCutout(
             config.cutout_joints,
             config.cutout_jitter,
             config.cutout_half_size,
-            generator=generator,
+            generator=generators["cutout"],
         )
         self.mum: PoseMUM | None = None
         self._handle: MixHandle | None = None
@@ -450,7 +489,7 @@ class SSHPEMethod:
                 p=config.mix_p,
                 p_feature=config.mix_p_feature,
                 feature_mode=config.mix_feature_mode,
-                generator=generator,
+                generator=generators["mixing"],
             )
             self._handle = self.mum.attach(unwrap(student), config.mix_at, config.unmix_at)
 
@@ -460,7 +499,12 @@ class SSHPEMethod:
         return torch.autocast("cuda", dtype=torch.bfloat16)
 
     def easy_view(
-        self, image: Tensor, keypoints: Tensor | None = None, visibility: Tensor | None = None
+        self,
+        image: Tensor,
+        keypoints: Tensor | None = None,
+        visibility: Tensor | None = None,
+        *,
+        stream: Literal["labeled_view", "unlabeled_view"],
     ) -> tuple[PoseTransformResult[Tensor], PoseTransformResult[Tensor]]:
         """SSHPE's easy view: random scale and rotation about the centre, then a flip.
 
@@ -468,6 +512,7 @@ class SSHPEMethod:
             image: ``(B, 3, H, W)`` base crops.
             keypoints: ``(B, K, 2)`` base-crop keypoints, or ``None``.
             visibility: ``(B, K)``, with ``keypoints``.
+            stream: the generator the view draws from.
 
         Returns:
             ``(affine, view)``: the affine's result (``params``: ``(B, 2, 3)`` matrices) and
@@ -475,9 +520,13 @@ class SSHPEMethod:
             ``(B, K, 2)`` and ``visibility`` ``(B, K)`` with the joints swapped where
             flipped; ``params``: ``(B,)`` bool flags). :func:`view_matrix` composes the two.
         """
-        affine = self.easy_affine(image, keypoints, visibility)
+        easy_affine = self.labeled_affine if stream == "labeled_view" else self.unlabeled_affine
+        affine = easy_affine(image, keypoints, visibility)
         flags = sample_pose_flip(
-            image.shape[0], self.config.flip_p, generator=self.generator, device=image.device
+            image.shape[0],
+            self.config.flip_p,
+            generator=self.generators[stream],
+            device=image.device,
         )
         view = apply_pose_flip(
             affine.image, flags, self.skeleton.flip_index, affine.keypoints, affine.visibility
@@ -495,7 +544,7 @@ class SSHPEMethod:
         Returns:
             A scalar loss.
         """
-        _, view = self.easy_view(image, keypoints, visibility)
+        _, view = self.easy_view(image, keypoints, visibility, stream="labeled_view")
         with self._mixing(self.config.mix_labeled), self._autocast():
             pred = self.student(view.image)
         stride = heatmap_stride(image, pred)
@@ -567,7 +616,7 @@ class SSHPEMethod:
         Returns:
             A scalar loss.
         """
-        affine, easy = self.easy_view(image)
+        affine, easy = self.easy_view(image, stream="unlabeled_view")
         targets, weights = self.pseudo_labels(easy.image)
         self.last_pseudo = PseudoLabels(affine, easy, targets, weights)
         hard_image = easy.image
