@@ -53,6 +53,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +76,25 @@ from sshpe.diagnostics import read_metrics  # noqa: E402
 from sshpe.synthetic import generate_synthetic_coco  # noqa: E402
 
 RECORD = HERE / "records" / "ssl_claims.json"
+
+
+def code_version() -> str:
+    """The git sha of the code this process loaded, ``-dirty`` when the trainer's or the
+    library's tracked files had uncommitted changes: a run records the code it started
+    with, whatever is committed while it trains."""
+    sha = str(metadata()["git_sha"])
+    paths = ["posemum_aug", "examples/sshpe", "examples/train.py", "benchmarks/ssl_synthetic.py"]
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
+        capture_output=True,
+        text=True,
+        cwd=HERE.parent,
+    )
+    return f"{sha}-dirty" if status.returncode == 0 and status.stdout.strip() else sha
+
+
+#: Taken when the module is imported, with the code (every worker imports it at its start).
+CODE_VERSION = code_version()
 
 
 @dataclass(frozen=True)
@@ -394,7 +414,7 @@ def train_run(out: Path, argv: list[str]) -> float:
     # a run killed before its first checkpoint starts over
     full = [*argv, "--resume" if resume else "--overwrite"]
     info["command"] = " ".join(["python", "examples/train.py", *argv])
-    info["git_sha"] = [*info.get("git_sha", []), metadata()["git_sha"]]
+    info["git_sha"] = [*info.get("git_sha", []), CODE_VERSION]
     started = time.perf_counter()
     status = train.main(full)
     if status != 0:
