@@ -49,7 +49,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import statistics
@@ -69,6 +68,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 import torch  # noqa: E402
 import train  # noqa: E402
 from _common import RESULTS, metadata  # noqa: E402
+from claims import CLAIMS, REGIMES, claims, claims_table  # noqa: E402
 from sshpe.checkpoint import CHECKPOINT  # noqa: E402
 from sshpe.cli import profile_flags  # noqa: E402
 from sshpe.config import RuntimeConfig  # noqa: E402
@@ -119,25 +119,6 @@ ARMS = {
 }
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A claim of the paper as the per-seed AP difference ``better - worse``."""
-
-    what: str
-    better: str
-    worse: str
-
-
-CLAIMS = {
-    "C0": Claim("PoseCons helps", "consistency", "supervised_few"),
-    "C1a": Claim("mixing helps, mean teacher", "posemum_ema", "consistency"),
-    "C1b": Claim("mixing helps, EMAN teacher", "posemum", "consistency_eman"),
-    "C2": Claim("feature-level mixing adds to input mixing", "posemum", "posemum_input"),
-    "C3": Claim("EMAN helps Pose-MUM", "posemum", "posemum_ema"),
-    "headline": Claim("Pose-MUM beats PoseCons", "posemum", "consistency"),
-}
-REGIMES = ("scratch", "pretrained")
-
 #: The full benchmark: data, labels, the per-run budget, seeds, the pretraining. The
 #: shared settings were chosen on supervised_few, supervised_all and consistency (see
 #: examples/README.md); Pose-MUM's own options are METHOD.md's defaults.
@@ -179,77 +160,6 @@ QUICK: dict[str, Any] = {
         "eval_every": 0,
     },
 }  # fmt: skip
-
-#: Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom.
-T975 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-def t_quantile_975(df: int) -> float:
-    """The 97.5 % quantile of Student's t with ``df`` degrees of freedom (table to 30,
-    the Cornish-Fisher expansion beyond, within 1e-3).
-
-    Example:
-        >>> t_quantile_975(4), round(t_quantile_975(1000), 3)
-        (2.776, 1.962)
-    """
-    if df < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
-    if df <= len(T975):
-        return T975[df - 1]
-    z = 1.959964
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def paired_claim(diffs: Sequence[float]) -> dict[str, Any]:
-    """Mean of the per-seed differences, its 95 % t-interval and the verdict.
-
-    Args:
-        diffs: one ``better - worse`` AP difference per seed.
-
-    Returns:
-        ``{"diff_mean", "ci95": [lo, hi], "n", "verdict", "diffs"}``; the interval is
-        ``None`` below two seeds.
-
-    Example:
-        >>> paired_claim([0.01, 0.02, 0.03])["verdict"]
-        'holds'
-        >>> paired_claim([0.01, -0.02, 0.03])["verdict"]
-        'unresolved at 3'
-    """
-    n = len(diffs)
-    mean = statistics.fmean(diffs) if diffs else math.nan
-    interval = None
-    verdict = f"unresolved at {n}"
-    if n >= 2:
-        half = t_quantile_975(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
-        interval = [mean - half, mean + half]
-        if interval[0] > 0:
-            verdict = "holds"
-        elif interval[1] < 0:
-            verdict = "refuted"
-    return {"diff_mean": mean, "ci95": interval, "n": n, "verdict": verdict, "diffs": list(diffs)}
-
-
-def claims(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per regime and claim, :func:`paired_claim` over the seeds where both arms ran."""
-    ap = {(r["regime"], r["arm"], r["seed"]): r["metrics"]["student"]["AP"] for r in runs}
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for regime in REGIMES:
-        for name, claim in CLAIMS.items():
-            seeds = sorted(
-                s for (g, a, s) in ap if g == regime and a == claim.better
-                if (regime, claim.worse, s) in ap
-            )  # fmt: skip
-            if not seeds:
-                continue
-            diffs = [ap[regime, claim.better, s] - ap[regime, claim.worse, s] for s in seeds]
-            entry = {"what": claim.what, "difference": f"{claim.better} - {claim.worse}"}
-            out.setdefault(regime, {})[name] = {**entry, **paired_claim(diffs), "seeds": seeds}
-    return out
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -426,8 +336,8 @@ def train_run(out: Path, argv: list[str]) -> float:
 
 
 def run_record(job: Job, out: Path) -> dict[str, Any]:
-    """What the record keeps of one finished run: command, shas, metrics, AP curve,
-    pseudo-label diagnostics."""
+    """What the record keeps of one finished run: command, shas, metrics, AP curve, the
+    losses every 100 steps and the pseudo-label diagnostics."""
     info = json.loads((out / "run.json").read_text())
     result = json.loads((out / "results.json").read_text())
     records = read_metrics(out / "metrics.jsonl")
@@ -435,6 +345,11 @@ def run_record(job: Job, out: Path) -> dict[str, Any]:
         [r["step"], r["eval"]["student"]["AP"], r["eval"]["teacher"]["AP"]]
         for r in records
         if "eval" in r
+    ]
+    losses = [
+        [r["step"], r["sup"], r.get("unsup")]
+        for r in records
+        if "sup" in r and r["step"] % 100 == 0
     ]
     return {
         "regime": job.regime,
@@ -445,6 +360,7 @@ def run_record(job: Job, out: Path) -> dict[str, Any]:
         "threads": info["threads"],
         "metrics": result["metrics"],
         "curve": curve,
+        "losses": losses,
         "pseudo": [r for r in records if "pseudo_pck" in r],
         "seconds": info["seconds"],
     }
@@ -644,34 +560,6 @@ def worker(args: argparse.Namespace, budget: dict[str, Any], base: dict[str, Any
 
 
 # --------------------------------------------------------------------------- reporting
-
-
-def claims_table(record: dict[str, Any]) -> str:
-    """The README's claims table: per claim and regime, the mean paired AP difference,
-    its 95 % interval, the seeds and the verdict."""
-    regimes = [g for g in REGIMES if g in record["claims"]]
-    lines = [
-        "| claim | difference | " + " | ".join(regimes) + " |",
-        "|---|---|" + "---|" * len(regimes),
-    ]
-    for name, claim in CLAIMS.items():
-        cells = []
-        for regime in regimes:
-            entry = record["claims"][regime].get(name)
-            if entry is None:
-                cells.append("-")
-                continue
-            ci = entry["ci95"]
-            interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
-            cells.append(
-                f"{entry['diff_mean']:+.3f}{interval}, n={entry['n']}: **{entry['verdict']}**"
-            )
-        lines.append(
-            f"| {name} {claim.what} | `{claim.better}` - `{claim.worse}` | "
-            + " | ".join(cells)
-            + " |"
-        )
-    return "\n".join(lines)
 
 
 def arms_table(record: dict[str, Any]) -> str:
