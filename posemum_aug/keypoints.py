@@ -67,29 +67,66 @@ _OFFICIAL_SIGMAS: dict[str, float] = {
     "neck": 0.079,
 }
 
-# "left"/"right" as a prefix or suffix of the lower-cased name, with any separator kept
-# as it is ("left_eye", "Left-Eye", "lefteye", "eye_left", "eye.right").
-_SIDE_PREFIX = re.compile(r"^(left|right)(.+)$")
-_SIDE_SUFFIX = re.compile(r"^(.+)(left|right)$")
-_OTHER_SIDE = {"left": "right", "right": "left"}
+# The side markers of joint names, tried in order; the group ``side`` is the marker. Whole
+# words at the start or end, any case and separator ("left_eye", "Left-Eye", "lefteye",
+# "eye_right"); a single "l" / "r" split off by "_", "-", "." or a space ("l_knee",
+# "R.Hip", "knee_l"); a capital "L" / "R" joined to a capitalised word ("LHip",
+# "RShoulder", "HipL").
+_SIDE_MARKERS = (
+    re.compile(r"^(?P<side>left|right).+$", re.IGNORECASE),
+    re.compile(r"^.+(?P<side>left|right)$", re.IGNORECASE),
+    re.compile(r"^(?P<side>[lr])[-_. ].+$", re.IGNORECASE),
+    re.compile(r"^.+[-_. ](?P<side>[lr])$", re.IGNORECASE),
+    re.compile(r"^(?P<side>[LR])[A-Z][a-z].*$"),
+    re.compile(r"^.*[a-z](?P<side>[LR])$"),
+)
+_OTHER_SIDE = {"left": "right", "right": "left", "l": "r", "r": "l"}
 
 
 def _mirror_name(name: str) -> str | None:
     """The lower-cased name of the other side's joint, or ``None`` for a centre joint."""
-    lower = name.lower()
-    if m := _SIDE_PREFIX.match(lower):
-        return _OTHER_SIDE[m.group(1)] + m.group(2)
-    if m := _SIDE_SUFFIX.match(lower):
-        return m.group(1) + _OTHER_SIDE[m.group(2)]
+    for marker in _SIDE_MARKERS:
+        if m := marker.match(name):
+            start, end = m.span("side")
+            return (name[:start] + _OTHER_SIDE[m["side"].lower()] + name[end:]).lower()
     return None
 
 
-def infer_flip_index(names: Sequence[str]) -> tuple[int, ...]:
-    """Pair ``left*`` and ``right*`` joints by name; other joints map to themselves.
+def _pair_by_name(names: Sequence[str], hint: str) -> tuple[int, ...]:
+    """:func:`infer_flip_index`, ``hint`` ending the message of an unpaired joint."""
+    lower = [n.lower() for n in names]
+    where = {n: k for k, n in enumerate(lower)}
+    if len(where) != len(lower):
+        dupes = sorted({n for n in lower if lower.count(n) > 1})
+        raise ValueError(f"joint names must be unique (ignoring case), repeated: {dupes}")
+    flip = []
+    for k, name in enumerate(names):
+        mirror = _mirror_name(name)
+        if mirror is None:
+            flip.append(k)
+        elif mirror in where:
+            flip.append(where[mirror])
+        else:
+            raise ValueError(
+                f"cannot infer flip_index: joint {name!r} has no partner named like "
+                f"{mirror!r}; {hint}"
+            )
+    return tuple(flip)
 
-    A name is a left/right joint when it starts or ends with ``left`` or ``right`` (any
-    case), optionally separated by ``_``, ``-``, ``.`` or a space (``left_eye``,
-    ``Left-Eye``, ``eye_right``). Its partner is the name with the side swapped.
+
+def infer_flip_index(names: Sequence[str]) -> tuple[int, ...]:
+    """Pair left and right joints by name; other joints map to themselves.
+
+    A name marks a side (any case) when it
+
+    * starts or ends with the word ``left`` / ``right``, with or without a separator
+      (``left_eye``, ``Left-Eye``, ``lefteye``, ``eye_right``);
+    * starts or ends with a single ``l`` / ``r`` split off by ``_``, ``-``, ``.`` or a
+      space (``l_knee``, ``R.Hip``, ``knee_l``);
+    * starts with a capital ``L`` / ``R`` joined to a capitalised word, or ends with one
+      after a lower-case letter (``LHip``, ``RShoulder``, ``HipL``).
+
+    Its partner is the name with the side swapped (compared ignoring case).
 
     Args:
         names: ``K`` joint names.
@@ -107,24 +144,32 @@ def infer_flip_index(names: Sequence[str]) -> tuple[int, ...]:
         (0, 2, 1)
         >>> infer_flip_index(["head", "Hand-Right", "Hand-Left"])
         (0, 2, 1)
+        >>> infer_flip_index(["LHip", "RHip", "l_knee", "r_knee", "ankle_r", "ankle_l"])
+        (1, 0, 3, 2, 5, 4)
     """
-    lower = [n.lower() for n in names]
-    where = {n: k for k, n in enumerate(lower)}
-    if len(where) != len(lower):
-        dupes = sorted({n for n in lower if lower.count(n) > 1})
-        raise ValueError(f"joint names must be unique (ignoring case), repeated: {dupes}")
-    flip = []
-    for k, name in enumerate(names):
-        mirror = _mirror_name(name)
-        if mirror is None:
-            flip.append(k)
-        elif mirror in where:
-            flip.append(where[mirror])
-        else:
-            raise ValueError(
-                f"cannot infer flip_index: joint {name!r} has no partner named like "
-                f"{mirror!r}; pass flip_index explicitly"
-            )
+    return _pair_by_name(names, "pass flip_index explicitly")
+
+
+def _flip_index_from_pairs(names: Sequence[str], pairs: Any, source: str) -> tuple[int, ...]:
+    """The flip index of ``[left, right]`` joint name pairs, checked (``source`` names
+    them in errors); joints in no pair map to themselves."""
+    where = {n: k for k, n in enumerate(names)}
+    flip = list(range(len(names)))
+    paired: set[str] = set()
+    for pair in pairs if isinstance(pairs, list | tuple) else [pairs]:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+            raise ValueError(f"{source} must be [left, right] joint name pairs, got {pair!r}")
+        for name in pair:
+            if not isinstance(name, str) or name not in where:
+                raise ValueError(
+                    f"{source} names the joint {name!r}, which is not among the "
+                    f"{len(names)} joints {list(names)}"
+                )
+            if name in paired:
+                raise ValueError(f"{source} pairs the joint {name!r} twice")
+        left, right = where[pair[0]], where[pair[1]]
+        paired.update(pair)
+        flip[left], flip[right] = right, left
     return tuple(flip)
 
 
@@ -194,13 +239,16 @@ class Skeleton:
         sigmas: Sequence[float] | None = None,
         *,
         flip_index: Sequence[int] | None = None,
+        flip_pairs: Sequence[Sequence[str]] | None = None,
         default_sigma: float = DEFAULT_SIGMA,
     ) -> Skeleton:
         """Build a skeleton from a COCO ``categories`` entry.
 
         Joint names come from ``category["keypoints"]``, links from the 1-based
-        ``category["skeleton"]`` (optional). ``flip_index`` is inferred from the names by
-        :func:`infer_flip_index` unless given. Sigmas default to the official COCO /
+        ``category["skeleton"]`` (optional). The flip pairs are, in this order of
+        precedence: ``flip_index``, ``flip_pairs``, the category's own ``"flip_pairs"``
+        (``[left, right]`` joint names, e.g. ``[["LHip", "RHip"], ...]``), else inferred
+        from the names by :func:`infer_flip_index`. Sigmas default to the official COCO /
         CrowdPose OKS sigma of each joint name (``nose`` ... ``right_ankle``, ``head``,
         ``neck``) and to ``default_sigma`` (0.05) for any other name.
 
@@ -212,37 +260,60 @@ class Skeleton:
 
         Args:
             category: a mapping with ``"keypoints"`` (list of names) and optionally
-                ``"skeleton"`` (list of 1-based index pairs).
+                ``"skeleton"`` (list of 1-based index pairs) and ``"flip_pairs"``.
             sigmas: ``K`` OKS sigmas overriding the defaults.
-            flip_index: ``K`` indices overriding the inferred flip pairs.
+            flip_index: ``K`` indices overriding the flip pairs.
+            flip_pairs: ``[left, right]`` joint name pairs overriding the category's; joints
+                in no pair map to themselves (``()``: no pairs at all).
             default_sigma: sigma for joint names without an official value.
 
         Returns:
             The skeleton.
 
         Raises:
-            ValueError: if ``"keypoints"`` is missing or empty, the flip pairs cannot be
-                inferred, or the result fails :class:`Skeleton`'s checks.
+            ValueError: if ``"keypoints"`` is missing, empty or not a list of names,
+                ``"skeleton"`` is not a list of index pairs, a flip pair names an unknown
+                joint or one joint twice, the flip pairs cannot be inferred, or the result
+                fails :class:`Skeleton`'s checks.
 
         Example:
             >>> cat = {"keypoints": ["nose", "left_eye", "right_eye"], "skeleton": [[1, 2], [1, 3]]}
             >>> sk = Skeleton.from_coco_category(cat)
             >>> sk.flip_index, sk.links, sk.sigmas
             ((0, 2, 1), ((0, 1), (0, 2)), (0.026, 0.025, 0.025))
+            >>> Skeleton.from_coco_category({"keypoints": ["a", "b"], "flip_pairs": [["a", "b"]]})
+            Skeleton(names=('a', 'b'), flip_index=(1, 0), sigmas=(0.05, 0.05), links=())
         """
-        names = tuple(category.get("keypoints") or ())
+        names = category.get("keypoints")
         if not names:
-            raise ValueError(f"category has no 'keypoints' names: {dict(category)!r}")
+            raise ValueError(f"category has no 'keypoints' names: {_shown(dict(category))}")
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(
+                f"the category's 'keypoints' must be a list of joint names, got {_shown(names)}"
+            )
         k = len(names)
-        raw_links = [(int(a) - 1, int(b) - 1) for a, b in category.get("skeleton") or ()]
+        raw = category.get("skeleton") or []
+        if not isinstance(raw, list | tuple) or not all(
+            isinstance(link, list | tuple)
+            and len(link) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in link)
+            for link in raw
+        ):
+            raise ValueError(
+                "the category's 'skeleton' must be a list of [a, b] pairs of 1-based joint "
+                f"indices, got {_shown(raw)}"
+            )
+        raw_links = [(a - 1, b - 1) for a, b in raw]
         if all(0 <= a < k and 0 <= b < k for a, b in raw_links):
             links = tuple(raw_links)
         else:
-            builtin = next((s for s in (COCO_17, CROWDPOSE_14) if s.names == names), None)
+            builtin = next((s for s in (COCO_17, CROWDPOSE_14) if s.names == tuple(names)), None)
             links = builtin.links if builtin is not None else ()
+        if flip_index is None:
+            flip_index = _category_flip_index(names, category, flip_pairs)
         return cls(
-            names=names,
-            flip_index=tuple(flip_index) if flip_index is not None else infer_flip_index(names),
+            names=tuple(names),
+            flip_index=tuple(flip_index),
             sigmas=(
                 tuple(sigmas)
                 if sigmas is not None
@@ -250,6 +321,28 @@ class Skeleton:
             ),
             links=links,
         )
+
+
+def _category_flip_index(
+    names: Sequence[str], category: Mapping[str, Any], pairs: Sequence[Sequence[str]] | None
+) -> tuple[int, ...]:
+    """The flip index of ``pairs``, else of the category's ``"flip_pairs"``, else of the
+    names (see :meth:`Skeleton.from_coco_category`)."""
+    if pairs is not None:
+        return _flip_index_from_pairs(names, pairs, "flip_pairs")
+    if "flip_pairs" in category:
+        return _flip_index_from_pairs(names, category["flip_pairs"], "the category's 'flip_pairs'")
+    return _pair_by_name(
+        names,
+        "name the pairs: a 'flip_pairs' list of [left, right] joint names in the category, "
+        "or flip_pairs=",
+    )
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _builtin(names: Sequence[str], links: Sequence[tuple[str, str]]) -> Skeleton:

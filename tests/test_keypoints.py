@@ -111,6 +111,10 @@ def test_from_coco_category_options() -> None:
         (["left-hand", "right-hand", "left hip", "right hip"], (1, 0, 3, 2)),
         (["eye_right", "eye_left", "tail"], (1, 0, 2)),
         (["lefteye", "righteye"], (1, 0)),
+        (["head", "l_hip", "r_hip", "L.Knee", "R.Knee"], (0, 2, 1, 4, 3)),
+        (["LHip", "RHip", "LBigToe", "RBigToe", "MidHip"], (1, 0, 3, 2, 4)),
+        (["hip_l", "hip_r", "knee-R", "knee-L"], (1, 0, 3, 2)),
+        (["HipL", "HipR", "Leg", "Rib", "LED"], (1, 0, 2, 3, 4)),
     ],
 )
 def test_infer_flip_index(names: list[str], expected: tuple[int, ...]) -> None:
@@ -123,6 +127,8 @@ def test_infer_flip_index(names: list[str], expected: tuple[int, ...]) -> None:
         (["left_eye", "nose"], "'left_eye' has no partner"),
         (["left_eye", "right-eye"], "has no partner"),
         (["eye", "EYE"], "unique"),
+        (["l_hand", "r_foot"], "'l_hand' has no partner named like 'r_hand'"),
+        (["LHip", "Neck"], "'LHip' has no partner named like 'rhip'"),
     ],
 )
 def test_infer_flip_index_errors(names: list[str], match: str) -> None:
@@ -162,6 +168,48 @@ def test_skeleton_normalises_lists_and_is_hashable() -> None:
 def test_from_coco_category_needs_names() -> None:
     with pytest.raises(ValueError, match="no 'keypoints'"):
         Skeleton.from_coco_category({"skeleton": [[1, 2]]})
+
+
+def test_flip_pairs_given_or_in_the_category() -> None:
+    """Names that follow no convention get their pairs from the caller or the category's
+    ``flip_pairs``; the caller's win over the category's, and ``()`` means none."""
+    names = ["head", "hand_a", "hand_b"]
+    with pytest.raises(ValueError, match="joint 'l_x' has no partner") as error:
+        Skeleton.from_coco_category({"keypoints": ["l_x", "head"]})
+    assert "a 'flip_pairs' list of [left, right] joint names in the category" in str(error.value)
+    assert "pass flip_index" not in str(error.value)
+    category = {"keypoints": names, "flip_pairs": [["hand_a", "hand_b"]]}
+    assert Skeleton.from_coco_category(category).flip_index == (0, 2, 1)
+    assert Skeleton.from_coco_category(category, flip_pairs=()).flip_index == (0, 1, 2)
+    given = Skeleton.from_coco_category({"keypoints": names}, flip_pairs=[("hand_b", "hand_a")])
+    assert given.flip_index == (0, 2, 1)
+    assert Skeleton.from_coco_category({"keypoints": ["l_x", "r_x"]}).flip_index == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("category", "match"),
+    [
+        ({"keypoints": [1, 2]}, r"'keypoints' must be a list of joint names, got \[1, 2\]"),
+        ({"keypoints": "nose"}, "'keypoints' must be a list of joint names"),
+        ({"keypoints": ["a", ""]}, "'keypoints' must be a list of joint names"),
+        (
+            {"keypoints": ["a", "b"], "skeleton": [[1, None]]},
+            r"'skeleton' must be a list of \[a, b\]",
+        ),
+        ({"keypoints": ["a", "b"], "skeleton": 5}, "'skeleton' must be a list of"),
+        ({"keypoints": ["a", "b"], "skeleton": [[1, 2, 3]]}, "'skeleton' must be a list of"),
+        ({"keypoints": ["a", "b"], "skeleton": [[True, 2]]}, "'skeleton' must be a list of"),
+        ({"keypoints": ["a", "b"], "flip_pairs": [["a", "c"]]}, "names the joint 'c'"),
+        ({"keypoints": ["a", "b"], "flip_pairs": [["a"]]}, r"\[left, right\] joint name pairs"),
+        ({"keypoints": ["a", "b"], "flip_pairs": 3}, r"\[left, right\] joint name pairs"),
+        ({"keypoints": ["a", "b"], "flip_pairs": [[1, 2]]}, "names the joint 1"),
+        ({"keypoints": list("abc"), "flip_pairs": [["a", "b"], ["b", "c"]]}, "'b' twice"),
+    ],
+)
+def test_malformed_categories_raise_value_error(category: dict[str, Any], match: str) -> None:
+    """Each used to raise TypeError or AttributeError (or pass silently)."""
+    with pytest.raises(ValueError, match=match):
+        Skeleton.from_coco_category(category)
 
 
 # --- flips --------------------------------------------------------------------------------
