@@ -167,10 +167,14 @@ def _unwrap(module: nn.Module) -> nn.Module:
 @dataclass(frozen=True)
 class _State:
     """A module's state tensors (parameters and, if collected, persistent buffers, in
-    ``state_dict`` order).
+    ``state_dict`` order), and the structure that holds them.
 
     ``owners[i][keys[i]] is tensors[i]``: the dicts the tensors live in, so that a replaced
     tensor (``.to()`` on buffers, ``load_state_dict(assign=True)``) can be detected.
+    ``tables`` are the ``_modules``, ``_parameters`` and ``_buffers`` dicts of every
+    submodule and ``sizes`` their lengths, ``children`` the ``_modules`` entries (with
+    ``child_owners`` and ``child_keys``), so that a replaced, added or removed submodule or
+    entry (``model.head = nn.Conv2d(...)``) can be detected too.
     """
 
     names: list[str]
@@ -178,12 +182,24 @@ class _State:
     is_buffer: list[bool]
     owners: list[dict[str, Any]]
     keys: list[str]
+    tables: list[dict[str, Any]]
+    sizes: list[int]
+    children: list[nn.Module | None]
+    child_owners: list[dict[str, Any]]
+    child_keys: list[str]
 
 
 def _collect_state(module: nn.Module, with_buffers: bool = True) -> _State:
-    state = _State([], [], [], [], [])
+    state = _State([], [], [], [], [], [], [], [], [], [])
     seen: set[int] = set()
     for prefix, mod in module.named_modules():
+        for table in (mod._modules, mod._parameters, mod._buffers):
+            state.tables.append(table)
+            state.sizes.append(len(table))
+        for key, child in mod._modules.items():
+            state.children.append(child)
+            state.child_owners.append(mod._modules)
+            state.child_keys.append(key)
         params = [(k, t, False, mod._parameters) for k, t in mod._parameters.items()]
         buffers = [
             (k, t, True, mod._buffers)
@@ -200,6 +216,19 @@ def _collect_state(module: nn.Module, with_buffers: bool = True) -> _State:
             state.owners.append(owner)
             state.keys.append(key)
     return state
+
+
+def _detached_attributes(module: nn.Module) -> dict[int, Any]:
+    """A ``copy.deepcopy`` memo with a detached copy of every tensor that a submodule keeps as
+    a plain attribute and that is part of a graph: ``deepcopy`` refuses those, and the old
+    ``torch.nn.utils.spectral_norm`` / ``weight_norm`` leave one (the weight they recompute
+    before each forward) after a forward with gradients."""
+    return {
+        id(value): value.detach().clone()
+        for mod in module.modules()
+        for value in vars(mod).values()
+        if isinstance(value, Tensor) and value.grad_fn is not None
+    }
 
 
 def _averaged(tensor: Tensor) -> bool:
@@ -231,6 +260,13 @@ class _Pairing:
     tensors: list[Tensor]
     owners: list[dict[str, Any]]
     keys: list[str]
+    #: The structure of both modules (see :class:`_State`): while the pairing is current,
+    #: ``len(tables[i]) == sizes[i]`` and ``child_owners[i][child_keys[i]] is children[i]``.
+    tables: list[dict[str, Any]]
+    sizes: list[int]
+    children: list[nn.Module | None]
+    child_owners: list[dict[str, Any]]
+    child_keys: list[str]
     #: The averaged parameters (teacher's and student's) with their dtypes and devices
     #: when paired: ``Module.to`` swaps a parameter's ``.data`` but keeps the object
     #: (buffers it replaces, which identity catches).
@@ -242,14 +278,19 @@ class _Pairing:
         """Whether this pairing still holds the live tensors of the teacher and ``student``.
 
         Identity catches replaced tensors (``.to()`` on buffers, ``load_state_dict(assign=
-        True)``); the dtype and device of every averaged parameter catch a ``.to()`` that
-        swaps parameters' ``.data`` in place, on the whole model or on any part of it.
+        True)``) and replaced submodules (whose old tensors still live in the old
+        submodule); the sizes of the modules' tables catch added and removed entries; the
+        dtype and device of every averaged parameter catch a ``.to()`` that swaps
+        parameters' ``.data`` in place, on the whole model or on any part of it.
         """
-        if student is not self.student:
+        if student is not self.student or list(map(len, self.tables)) != self.sizes:
             return False
         try:
             live = map(dict.__getitem__, self.owners, self.keys)
             if not all(map(operator.is_, live, self.tensors)):
+                return False
+            children = map(dict.__getitem__, self.child_owners, self.child_keys)
+            if not all(map(operator.is_, children, self.children)):
                 return False
         except KeyError:  # an entry was deleted
             return False
@@ -321,6 +362,11 @@ def _pair(teacher: nn.Module, student: nn.Module, with_buffers: bool = True) -> 
         tensors=t_state.tensors + s_state.tensors,
         owners=t_state.owners + s_state.owners,
         keys=t_state.keys + s_state.keys,
+        tables=t_state.tables + s_state.tables,
+        sizes=t_state.sizes + s_state.sizes,
+        children=t_state.children + s_state.children,
+        child_owners=t_state.child_owners + s_state.child_owners,
+        child_keys=t_state.child_keys + s_state.child_keys,
         params=params,
         dtypes=list(map(_DTYPE, params)),
         devices=list(map(_DEVICE, params)),
@@ -413,7 +459,7 @@ class _MomentumTeacher(nn.Module):
             raise ValueError(f"dtype must be a floating dtype or None, got {dtype}")
         inner = _unwrap(student)
         with torch.inference_mode(False):  # in inference mode, copies would be inference tensors
-            self.module = copy.deepcopy(inner).requires_grad_(False)
+            self.module = copy.deepcopy(inner, _detached_attributes(inner)).requires_grad_(False)
             if dtype is not None:
                 self.module.to(dtype=dtype)
         self.base_momentum = float(momentum)
@@ -527,11 +573,18 @@ class EMANTeacher(_MomentumTeacher):
     Inference mode: the teacher's state is made of normal tensors even when it is built
     under ``torch.inference_mode()``, so it updates in place outside inference mode.
 
+    Old-style reparametrisations: the weight that ``torch.nn.utils.spectral_norm`` /
+    ``weight_norm`` leave on a module after a forward with gradients is part of a graph,
+    which ``copy.deepcopy`` refuses; the copy takes it detached (it is recomputed from the
+    averaged parameters before each forward anyway).
+
     Fast path: the teacher and student tensors are paired by name once, grouped by
     (device, dtype), and each update runs one ``torch._foreach_lerp_`` per group and one
     ``torch._foreach_copy_`` for the integer entries. The pairing holds the live tensors,
     so in-place changes (optimizer steps, ``load_state_dict``) need nothing; it is rebuilt
     (and re-checked) when a tensor is replaced (``.to()``, ``load_state_dict(assign=True)``),
+    when a submodule of either model is replaced, added or removed (``student.head =
+    nn.Conv2d(...)``: averaged from then on if the shapes match, else the update raises),
     when a parameter of either model changes dtype or device (``.to()`` on the whole model
     or on any part of it), or when another student module is passed.
 
@@ -671,8 +724,9 @@ class MeanTeacher(_MomentumTeacher):
 
     Fast path: the parameters of teacher and student are paired by name once, grouped by
     (device, dtype), and each update runs one ``torch._foreach_lerp_`` per group. The
-    pairing is rebuilt (and re-checked) when a parameter is replaced or changes dtype or
-    device, or when another student module is passed.
+    pairing is rebuilt (and re-checked) when a parameter or a submodule is replaced, added or
+    removed, when a parameter changes dtype or device, or when another student module is
+    passed.
 
     Distributed training: DDP keeps the student's parameters, and so the teacher's, identical
     across ranks; each rank's teacher BatchNorm statistics come from its own batches, as the

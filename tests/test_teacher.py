@@ -313,6 +313,61 @@ def test_pairing_follows_replaced_tensors(change: str) -> None:
     assert_state_equal(teacher.module, expected)
 
 
+@pytest.mark.parametrize("kind", [EMANTeacher, MeanTeacher])
+@pytest.mark.parametrize("where", ["student", "teacher"])
+def test_pairing_follows_replaced_submodules(
+    kind: type[EMANTeacher | MeanTeacher], where: str
+) -> None:
+    """A submodule replaced after the pairing (``model[3] = nn.Conv2d(...)``) is paired
+    again: with the same shapes it is averaged from then on, with other shapes, or with a
+    submodule added or removed, the update names the mismatch. The pairing used to keep
+    averaging the old, detached submodule."""
+    student = cnn(0)
+    teacher = kind(student, momentum=0.5)
+    teacher.update(student)  # pairing in use
+    model = student if where == "student" else teacher.module
+    model[3] = nn.Conv2d(4, 2, 1)
+    randomize_(model[3], 2)
+    expected = copy.deepcopy(teacher.module)
+    reference = reference_ema_ if kind is EMANTeacher else reference_mean_teacher_
+    reference(expected, student, 0.5)
+    teacher.update(student)
+    assert_state_equal(teacher.module, expected)
+    model[3] = nn.Conv2d(4, 3, 1)
+    with pytest.raises(ValueError, match=r"shapes differ at '3\.weight'"):
+        teacher.update(student)
+    model[3] = nn.Conv2d(4, 2, 1)
+    model.append(nn.Conv2d(2, 2, 1))
+    with pytest.raises(ValueError, match=r"'5\.weight'"):
+        teacher.update(student)
+
+
+@pytest.mark.filterwarnings("ignore:.*is deprecated in favor of:FutureWarning")
+@pytest.mark.parametrize("kind", [EMANTeacher, MeanTeacher])
+@pytest.mark.parametrize("norm", ["spectral_norm", "weight_norm"])
+def test_old_style_weight_reparametrisations_after_a_forward(
+    kind: type[EMANTeacher | MeanTeacher], norm: str
+) -> None:
+    """The old ``nn.utils.spectral_norm`` / ``weight_norm`` leave their recomputed weight,
+    part of the graph, on the module after a forward with gradients: building a teacher
+    then used to fail in ``copy.deepcopy``."""
+    wrap = getattr(nn.utils, norm)
+    student = nn.Sequential(wrap(nn.Linear(3, 4)), nn.BatchNorm1d(4), wrap(nn.Linear(4, 2)))
+    x = torch.randn(6, 3, generator=generator(0))
+    student(x).sum().backward()
+    teacher = kind(student, momentum=0.0)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.25)
+    teacher.update(student)
+    for name, value in student.named_parameters():
+        torch.testing.assert_close(teacher.module.get_parameter(name), value.detach())
+    out = teacher(x)  # the reparametrised weights are recomputed from the averaged ones
+    if kind is EMANTeacher:  # the buffers are copied too: the student's network
+        torch.testing.assert_close(out, student.eval()(x).detach())
+
+
 @pytest.mark.parametrize(
     "change",
     [
