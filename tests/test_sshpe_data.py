@@ -18,6 +18,7 @@ from PIL import Image
 from sshpe.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PersonInstance,
     TopDownDataset,
     _ImageCache,
     box_to_center_scale,
@@ -244,6 +245,21 @@ BREAKS: dict[str, Callable[[dict[str, Any]], object]] = {
     ),
     "not an object": lambda d: d["annotations"].__setitem__(0, [1, 2, 3]),
     "image without file_name": lambda d: d["images"][0].pop("file_name"),
+    # fields only the evaluation read: they crashed it, or scored silently, after training
+    "nan area": lambda d: d["annotations"][0].update(area=math.nan),
+    "negative area": lambda d: d["annotations"][0].update(area=-1.0),
+    "text keypoint": lambda d: d["annotations"][0]["keypoints"].__setitem__(4, "12"),
+    "text iscrowd": lambda d: d["annotations"][0].update(iscrowd="0"),
+    "text num_keypoints": lambda d: d["annotations"][0].update(num_keypoints="17"),
+    "negative box": lambda d: d["annotations"][0].update(bbox=[500, 500, -10, -10]),
+    "text image id": lambda d: d["images"][0].update(id="003799.jpg"),
+    "shared image id": lambda d: d["images"][1].update(id=d["images"][0]["id"]),
+}
+#: Where the message of a break points, when not at the first annotation.
+WHERE = {
+    "image without file_name": "'images'",
+    "text image id": "image #0 has the id '003799.jpg'; COCO image ids are integers",
+    "shared image id": "images #0 and #1 share the id 1; give each image an id of its own",
 }
 
 
@@ -254,9 +270,60 @@ def test_malformed_annotations_raise_value_error_naming_the_entry(tmp_path: Path
     BREAKS[how](data)
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(data))
-    where = "'images'" if how == "image without file_name" else "annotation #0"
+    where = WHERE.get(how, "annotation #0")
     with pytest.raises(ValueError, match=f"broken.json.*{where}"):
         load_coco_persons(broken)
+
+
+@needs_shared_data
+def test_unlabelled_data_of_another_skeleton_loads_without_its_labels() -> None:
+    """SSHPE's COCO + AI Challenger setting: the unlabelled file's labels are ignored, so
+    its joints may differ from the training skeleton (this used to be refused); a file
+    with the training joints keeps its labels (the diagnostics read them)."""
+    crowd = load_coco_persons(CROWDPOSE, skeleton=COCO_17)
+    assert crowd.skeleton == COCO_17
+    assert len(crowd.instances) == len(load_coco_persons(CROWDPOSE).instances)
+    assert all(p.keypoints.shape == (17, 3) and not p.keypoints.any() for p in crowd.instances)
+    same = load_coco_persons(OCHUMAN, skeleton=COCO_17).instances
+    labelled = load_coco_persons(OCHUMAN).instances
+    assert [p.ann_id for p in same] == [p.ann_id for p in labelled]
+    assert all(
+        np.array_equal(a.keypoints, b.keypoints) for a, b in zip(same, labelled, strict=True)
+    )
+
+
+def test_flip_pairs_given_to_the_loader(tmp_path: Path) -> None:
+    data: dict[str, Any] = {
+        "images": [],
+        "categories": [{"id": 1, "name": "person", "keypoints": ["head", "hand_a", "hand_b"]}],
+    }
+    path = _write(tmp_path, "pairs.json", data)
+    inferred = load_coco_persons(path)
+    assert inferred.skeleton.flip_index == (0, 1, 2) and inferred.inferred_flips
+    given = load_coco_persons(path, flip_pairs=[("hand_a", "hand_b")])
+    assert given.skeleton.flip_index == (0, 2, 1) and not given.inferred_flips
+    data["categories"][0]["flip_pairs"] = [["hand_a", "hand_b"]]
+    in_file = load_coco_persons(_write(tmp_path, "pairs.json", data))
+    assert in_file.skeleton.flip_index == (0, 2, 1) and not in_file.inferred_flips
+    data["categories"][0]["flip_pairs"] = [["hand_a", "hand_c"]]
+    with pytest.raises(
+        ValueError, match=r"pairs.json: the category's 'flip_pairs' names the joint 'hand_c'"
+    ):
+        load_coco_persons(_write(tmp_path, "pairs.json", data))
+    data["categories"][0] = {"id": 1, "keypoints": ["head", "l_hand"]}
+    with pytest.raises(ValueError, match=r"pairs\.json: cannot infer flip_index: joint 'l_hand'"):
+        load_coco_persons(_write(tmp_path, "pairs.json", data))
+
+
+def test_an_unreadable_image_names_the_file(tmp_path: Path) -> None:
+    """A truncated JPEG raised Pillow's OSError without a file name."""
+    path = tmp_path / "cut.jpg"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    person = PersonInstance(1, 1, "cut.jpg", (0.0, 0.0, 64.0, 64.0), np.zeros((2, 3), np.float32))
+    dataset = TopDownDataset([person], tmp_path, (32, 32), 2)
+    with pytest.raises(ValueError, match=f"cannot read the image {path}"):
+        dataset[0]
 
 
 @pytest.mark.parametrize("ann_file", REAL)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +122,15 @@ def test_annotation_ids_from_zero_score_like_any_others(tmp_path: Path) -> None:
 
 
 @needs_shared_data
-def test_empty_results_score_zero() -> None:
-    assert evaluate_keypoints([], OCHUMAN) == dict.fromkeys(STAT_NAMES, 0.0)
+def test_empty_results_score_like_results_that_match_nothing() -> None:
+    """No results: 0 where the file has people, -1 where a range has none (pycocotools'
+    rule; the OCHuman people are all "large"), as results far from everyone score. They
+    used to give 0 everywhere, beside -1 for a model with results."""
+    far = _ground_truth_results(OCHUMAN)
+    for r in far:
+        r["keypoints"] = [v + 5000 * (i % 3 != 2) for i, v in enumerate(r["keypoints"])]
+    expected = {**dict.fromkeys(STAT_NAMES, 0.0), "APm": -1.0, "ARm": -1.0}
+    assert evaluate_keypoints([], OCHUMAN) == evaluate_keypoints(far, OCHUMAN) == expected
 
 
 @needs_shared_data
@@ -160,8 +169,127 @@ def test_bad_inputs_raise_value_error(tmp_path: Path) -> None:
     del data["annotations"][1]["bbox"]
     no_box = tmp_path / "no_box.json"
     no_box.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="annotation #1 has no 'area' and no usable 'bbox'"):
+    with pytest.raises(ValueError, match=r"no_box.json: annotation #1 is malformed: .* bbox"):
         evaluate_keypoints(_ground_truth_results(CROWDPOSE), no_box)
+
+
+def _small_file(tmp_path: Path, edit: Callable[[dict[str, Any]], object] | None = None) -> Path:
+    """A hand-made 3-joint file: two images, three people (all "medium")."""
+    people = [(1, [10, 10, 60, 80]), (1, [100, 20, 50, 90]), (2, [20, 30, 70, 70])]
+    annotations = []
+    for i, (image, box) in enumerate(people):
+        x, y, w, h = box
+        annotations.append(
+            {
+                "id": i + 1,
+                "image_id": image,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": box,
+                "area": w * h,
+                "num_keypoints": 3,
+                "keypoints": [x + 20, y + 10, 2, x + 10, y + 5, 2, x + 30, y + 5, 1],
+            }
+        )
+    data: dict[str, Any] = {
+        "images": [{"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 200} for i in (1, 2)],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "keypoints": ["nose", "left_eye", "right_eye"]}],
+    }
+    if edit is not None:
+        edit(data)
+    path = tmp_path / ("small.json" if edit is None else "edited.json")
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _exact_results(path: Path, shift: float = 0.0) -> list[dict[str, Any]]:
+    return [
+        {
+            "image_id": a["image_id"],
+            "category_id": 1,
+            "keypoints": [v + shift * (i % 3 != 2) for i, v in enumerate(a["keypoints"])],
+            "score": 1.0,
+        }
+        for a in json.loads(path.read_text())["annotations"]
+        if a.get("category_id") == 1
+    ]
+
+
+def _set(where: str, index: int, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data[where][index][key] = value
+
+    return edit
+
+
+def _item(key: str, position: int, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data["annotations"][0][key][position] = value
+
+    return edit
+
+
+def _no_area_nan_width(data: dict[str, Any]) -> None:
+    del data["annotations"][0]["area"]
+    data["annotations"][0]["bbox"][2] = math.nan
+
+
+#: Inputs that cannot be scored, each with the message that says so: a file edit, a
+#: change to the first result, ``sigmas``. The NaN cases used to score AP 1.0 (pycocotools
+#: counts a NaN similarity as a match), the others to crash inside pycocotools or score
+#: silently.
+UNSCOREABLE: dict[str, tuple[Any, dict[str, Any], Any, str]] = {
+    "nan result coordinate": (None, {"keypoints": [math.nan] + [1.0] * 8}, None, "not finite"),
+    "nan result score": (None, {"score": math.nan}, None, "the score nan"),
+    "text result score": (None, {"score": "1"}, None, "the score '1'"),
+    "other category": (None, {"category_id": 2}, None, "category_id 2.*person category.* 1"),
+    "unknown image": (None, {"image_id": 7}, None, "image 7, which is not in"),
+    "nan sigma": (None, {}, [math.nan, 0.1, 0.1], "sigmas must be 3 positive finite"),
+    "nan ground-truth keypoint": (_item("keypoints", 0, math.nan), {}, None, "#0 .* keypoint"),
+    "text ground-truth keypoint": (_item("keypoints", 1, "12"), {}, None, "#0 .* keypoint"),
+    "nan area": (_set("annotations", 0, "area", math.nan), {}, None, "#0 .* area nan"),
+    "negative area": (_set("annotations", 0, "area", -5), {}, None, "#0 .* area -5"),
+    "nan box width, no area": (_no_area_nan_width, {}, None, "#0 .* bbox"),
+    "text box": (_item("bbox", 0, "10"), {}, None, "#0 .* bbox"),
+    "text image id": (_set("images", 1, "id", "2"), {}, None, "image #1 has the id '2'"),
+    "shared image id": (_set("images", 1, "id", 1), {}, None, "images #0 and #1 share the id 1"),
+    "text iscrowd": (_set("annotations", 0, "iscrowd", "0"), {}, None, "#0 .* 'iscrowd' '0'"),
+    "text num_keypoints": (_set("annotations", 0, "num_keypoints", "3"), {}, None, "#0 .* '3'"),
+}
+
+
+@pytest.mark.parametrize("case", UNSCOREABLE)
+def test_unscoreable_inputs_raise_value_error(case: str, tmp_path: Path) -> None:
+    edit, result_change, sigmas, message = UNSCOREABLE[case]
+    clean = _small_file(tmp_path)
+    results = _exact_results(clean)
+    assert evaluate_keypoints(results, clean)["AP"] == pytest.approx(1.0)
+    assert evaluate_keypoints(_exact_results(clean, shift=30.0), clean)["AP"] == 0.0
+    path = _small_file(tmp_path, edit)
+    results[0] = {**results[0], **result_change}
+    with pytest.raises(ValueError, match=message):
+        evaluate_keypoints(results, path, sigmas=sigmas)
+
+
+def test_optional_fields_and_other_categories(tmp_path: Path) -> None:
+    """A file without ``iscrowd``, ``num_keypoints`` or ``area``, with a second category
+    whose annotations have no keypoints, scores as the complete file (these crashed inside
+    pycocotools, after all the training)."""
+
+    def strip(data: dict[str, Any]) -> None:
+        for ann in data["annotations"]:
+            del ann["iscrowd"], ann["num_keypoints"], ann["area"]
+        data["categories"].append({"id": 2, "name": "car"})
+        data["annotations"].append(
+            {"id": 9, "image_id": 2, "category_id": 2, "bbox": "a car", "iscrowd": 0}
+        )
+
+    full = _small_file(tmp_path)
+    results = _exact_results(full, shift=2.0)
+    expected = evaluate_keypoints(results, full)
+    assert 0.0 < expected["AP"] < 1.0
+    assert evaluate_keypoints(results, _small_file(tmp_path, strip)) == expected
 
 
 # ------------------------------------------------------------------ CrowdPose protocol
@@ -285,18 +413,19 @@ def test_crowdpose_protocol_bad_values(tmp_path: Path) -> None:
     data = json.loads(CROWDPOSE.read_text())
     data["annotations"][2]["bbox"] = [1.0, 2.0]
     (tmp_path / "short_box.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"annotation #2 has no usable 'bbox' \(the 'crowdpose'"):
+    with pytest.raises(ValueError, match=r"annotation #2 is malformed: .* bbox"):
         evaluate_keypoints(results, tmp_path / "short_box.json", protocol="crowdpose")
 
 
 @needs_shared_data
 def test_crowdpose_protocol_empty_and_unscored_results(capsys: pytest.CaptureFixture[str]) -> None:
-    zeros = dict.fromkeys(CROWDPOSE_STAT_NAMES, 0.0)
-    assert evaluate_keypoints([], CROWDPOSE, protocol="crowdpose") == zeros
+    # both images are "medium": no results score 0 there, -1 for the empty classes
+    none = {**dict.fromkeys(CROWDPOSE_STAT_NAMES, 0.0), "AP_easy": -1.0, "AP_hard": -1.0}
+    assert evaluate_keypoints([], CROWDPOSE, protocol="crowdpose") == none
     unscored = result_sets(json.loads(CROWDPOSE.read_text()))["exact"]
     for r in unscored:
         r["keypoints"][2::3] = [0.0] * 14  # xtcocotools drops these results
-    assert evaluate_keypoints(unscored, CROWDPOSE, protocol="crowdpose") == zeros
+    assert evaluate_keypoints(unscored, CROWDPOSE, protocol="crowdpose") == none
     assert evaluate_keypoints(unscored, CROWDPOSE)["AP"] == pytest.approx(1.0)  # COCO keeps them
     assert capsys.readouterr().out == ""
     evaluate_keypoints(
@@ -386,6 +515,30 @@ def test_oks_nms_keeps_the_best_and_leaves_no_close_pair(seed: int, threshold: f
     for i in range(len(kept)):
         for j in range(i + 1, len(kept)):
             assert oks(xy[i], xy[j][None], area[i], np.array([area[j]]), sigmas)[0] <= threshold
+
+
+def test_oks_nms_refuses_what_is_not_finite() -> None:
+    """A NaN-scored pose was kept over its finite twin or dropped, by input order."""
+    pose = np.array([[10.0, 10.0], [30.0, 40.0]])
+    twin = _result(1, pose, 0.9)
+    with pytest.raises(ValueError, match=r"result #1 \(image 1\) has a score or keypoint"):
+        oks_nms([twin, _result(1, pose, math.nan)], [0.1, 0.1])
+    with pytest.raises(ValueError, match=r"result #0 \(image 1\)"):
+        oks_nms([_result(1, pose * math.nan, 0.5), twin], [0.1, 0.1])
+
+
+def test_rescore_leaves_a_nan_joint_out() -> None:
+    """A NaN joint score is not confident: it used to make the person's score NaN."""
+    joints = torch.tensor([[0.9, math.nan, 0.5], [math.nan, 0.1, 0.0]])
+    torch.testing.assert_close(rescore(torch.ones(2), joints), torch.tensor([0.7, 0.0]))
+
+
+@pytest.mark.parametrize("ids", [[4.7], torch.tensor([4.0]), ["4"], [True]])
+def test_make_results_refuses_image_ids_that_are_not_integers(ids: Any) -> None:
+    """4.7 used to become image 4."""
+    with pytest.raises(ValueError, match="image_ids must be integers"):
+        make_results(torch.zeros(1, 2, 2), torch.ones(1, 2), ids, torch.ones(1))
+    assert make_results(torch.zeros(1, 2, 2), torch.ones(1, 2), [np.int64(4)], torch.ones(1))
 
 
 def test_make_results_round_trip() -> None:

@@ -65,9 +65,12 @@ __all__ = [
     "crop_to_image",
     "denormalize",
     "evaluation_instances",
+    "file_skeleton",
+    "image_table",
     "keypoint_category",
     "labelled_instances",
     "load_coco_persons",
+    "person_annotations",
     "read_coco_file",
     "unlabelled_instances",
 ]
@@ -324,12 +327,16 @@ class CocoPersons:
         skeleton: its keypoint layout.
         category_id: the person category's id.
         instances: non-crowd person annotations with a non-empty clipped box.
+        inferred_flips: whether the skeleton's flip pairs were inferred from the joint
+            names (no pairs given, none in the category): a skeleton whose names then pair
+            no joint may not be flipped (see ``sshpe.loaders.build_datasets``).
     """
 
     ann_file: Path
     skeleton: Skeleton
     category_id: int
     instances: tuple[PersonInstance, ...]
+    inferred_flips: bool = False
 
 
 def read_coco_file(ann_file: str | Path) -> dict[str, Any]:
@@ -350,7 +357,7 @@ def read_coco_file(ann_file: str | Path) -> dict[str, Any]:
         raise ValueError(f"annotation file not found: {path}")
     try:
         data: dict[str, Any] = json.loads(path.read_text())
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
     categories = data.get("categories", []) if isinstance(data, dict) else None
     if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
@@ -363,105 +370,242 @@ def keypoint_category(categories: Sequence[dict[str, Any]]) -> dict[str, Any] | 
     return next((c for c in categories if c.get("keypoints")), None)
 
 
-def load_coco_persons(ann_file: str | Path, skeleton: Skeleton | None = None) -> CocoPersons:
+def file_skeleton(
+    path: Path, category: dict[str, Any], flip_pairs: Sequence[Sequence[str]] | None = None
+) -> Skeleton:
+    """:meth:`~posemum_aug.keypoints.Skeleton.from_coco_category` of a file's person
+    category, its errors naming the file.
+
+    Raises:
+        ValueError: if the category is malformed or its flip pairs cannot be found.
+    """
+    try:
+        return Skeleton.from_coco_category(category, flip_pairs=flip_pairs)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_coordinate(value: Any) -> bool:
+    """A JSON number (not a bool or a string), finite and within :data:`MAX_COORDINATE`."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and abs(value) <= MAX_COORDINATE
+    )
+
+
+def image_table(path: Path, images: Any) -> dict[int, dict[str, Any]]:
+    """The ``images`` of a COCO file by id, each checked: an object with an integer ``id``
+    of its own, a ``file_name`` and, if given, a positive ``width`` and ``height``.
+
+    Raises:
+        ValueError: naming the file and the image's position.
+    """
+    if not isinstance(images, list):
+        raise ValueError(f"{path}: 'images' must be a list of objects, got {type(images).__name__}")
+    table: dict[int, dict[str, Any]] = {}
+    position: dict[int, int] = {}
+    for index, image in enumerate(images):
+        if not (isinstance(image, dict) and "id" in image and "file_name" in image):
+            raise ValueError(
+                f"{path}: 'images' must be objects with 'id' and 'file_name'; #{index} is "
+                f"{str(image)[:80]}"
+            )
+        image_id = image["id"]
+        if not _is_int(image_id):
+            raise ValueError(
+                f"{path}: image #{index} has the id {image_id!r}; COCO image ids are integers"
+            )
+        if image_id in table:
+            raise ValueError(
+                f"{path}: images #{position[image_id]} and #{index} share the id {image_id}; "
+                "give each image an id of its own"
+            )
+        if not (isinstance(image["file_name"], str) and image["file_name"]):
+            raise ValueError(f"{path}: image #{index} has no usable 'file_name'")
+        for side in ("width", "height"):
+            if side in image and not (_is_coordinate(image[side]) and image[side] > 0):
+                raise ValueError(f"{path}: image #{index} has the {side} {image[side]!r}")
+        table[image_id] = image
+        position[image_id] = index
+    return table
+
+
+def _check_person(ann: Any, images: dict[int, Any], num_joints: int | None) -> None:
+    """Check every field of a person annotation that a loader or an evaluation reads.
+
+    ``id`` and ``image_id`` integers, the image in the file; ``iscrowd`` 0 or 1 and
+    ``num_keypoints`` an integer >= 0 where given; ``bbox`` four finite numbers with
+    ``w, h >= 0``; ``area`` finite and >= 0 where given; ``score`` finite where given;
+    ``keypoints`` (unless ``num_joints`` is ``None``: labels ignored) absent, empty or
+    ``3 K`` finite numbers. Coordinates are bounded by :data:`MAX_COORDINATE`.
+
+    Raises:
+        ValueError: naming the field.
+    """
+    if not isinstance(ann, dict):
+        raise ValueError(f"not an object: {str(ann)[:80]}")
+    ann_id = ann.get("id")
+    if not _is_int(ann_id):
+        raise ValueError(f"its 'id' must be an integer, got {ann_id!r}")
+    if not _is_int(ann.get("image_id")) or ann["image_id"] not in images:
+        raise ValueError(f"id {ann_id} names an unknown image {ann.get('image_id')!r}")
+    if ann.get("iscrowd", 0) not in (0, 1):
+        raise ValueError(f"id {ann_id} has 'iscrowd' {ann['iscrowd']!r}; COCO uses 0 or 1")
+    if "num_keypoints" in ann and not (_is_int(ann["num_keypoints"]) and ann["num_keypoints"] >= 0):
+        raise ValueError(f"id {ann_id} has 'num_keypoints' {ann['num_keypoints']!r}")
+    bbox = ann.get("bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_coordinate, bbox))):
+        raise ValueError(
+            f"id {ann_id} has a bbox that is not 4 finite numbers within {MAX_COORDINATE:g} "
+            f"px: {str(bbox)[:80]}"
+        )
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise ValueError(f"id {ann_id} has a bbox of negative size: {bbox}")
+    for key in ("area", "score"):
+        value = ann.get(key, 0.0)
+        if not (_is_int(value) or isinstance(value, float)) or not 0 <= value < math.inf:
+            raise ValueError(f"id {ann_id} has the {key} {value!r}; it must be finite and >= 0")
+    flat = ann.get("keypoints") or []
+    if num_joints is None or not flat:
+        return
+    if not isinstance(flat, list) or len(flat) != 3 * num_joints:
+        count = f"{len(flat) / 3:g}" if isinstance(flat, list) else repr(flat)[:40]
+        raise ValueError(f"id {ann_id} has {count} keypoints, the skeleton has {num_joints}")
+    bad = next((i for i, v in enumerate(flat) if not _is_coordinate(v)), None)
+    if bad is not None:
+        joint = bad // 3
+        raise ValueError(
+            f"id {ann_id} has a keypoint that is not a finite number within {MAX_COORDINATE:g} "
+            f"px (joint {joint}: {flat[3 * joint : 3 * joint + 3]})"
+        )
+
+
+def person_annotations(
+    path: Path, data: dict[str, Any], category: dict[str, Any], num_joints: int | None
+) -> list[dict[str, Any]]:
+    """The annotations of the person category, in file order, each checked for every field a
+    loader or an evaluation reads.
+
+    Args:
+        path: the file (for messages).
+        data: its parsed content.
+        category: its person category.
+        num_joints: ``K`` to check the keypoints against; ``None`` when the labels are
+            ignored (not checked, not read).
+
+    Raises:
+        ValueError: on a category without an integer ``id``, a malformed image table or
+            annotation, naming the file and the annotation's position.
+    """
+    category_id = category.get("id")
+    if not _is_int(category_id):
+        raise ValueError(
+            f"{path}: the person category's 'id' must be an integer, got {category_id!r}"
+        )
+    images = image_table(path, data.get("images"))
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise ValueError(f"{path}: 'annotations' must be a list of objects")
+    persons = []
+    for index, ann in enumerate(annotations):
+        if isinstance(ann, dict) and ann.get("category_id") != category_id:
+            continue
+        try:
+            _check_person(ann, images, num_joints)
+        except ValueError as e:
+            raise ValueError(f"{path}: annotation #{index} is malformed: {e}") from None
+        persons.append(ann)
+    return persons
+
+
+def load_coco_persons(
+    ann_file: str | Path,
+    skeleton: Skeleton | None = None,
+    *,
+    flip_pairs: Sequence[Sequence[str]] | None = None,
+) -> CocoPersons:
     """Read a COCO person-keypoint annotation file.
 
     The person category is the one with ``keypoints`` names, else (for an unlabelled
-    file read with a given ``skeleton``) the one named ``person``. Crowd annotations and
-    boxes that are empty after clipping to the image are left out.
+    file read with a given ``skeleton``) the one named ``person``. Every person annotation
+    is checked (:func:`person_annotations`); crowd annotations and boxes that are empty
+    after clipping to the image are left out.
 
     Args:
         ann_file: path to the JSON file.
         skeleton: the layout to use; ``None`` builds it from the file's category with
             :meth:`~posemum_aug.keypoints.Skeleton.from_coco_category`. Give it to read a
-            file whose labels are ignored (it then needs no keypoints).
+            file whose labels are ignored: it then needs no keypoints, and keypoints of
+            other joints than ``skeleton``'s (another layout) are not read (zeros).
+        flip_pairs: ``[left, right]`` joint name pairs of the file's skeleton (the
+            trainer's ``--flip-pairs``), overriding the category's ``flip_pairs`` and
+            the pairs inferred from the names; not used with ``skeleton``.
 
     Returns:
         The skeleton, category id and person instances.
 
     Raises:
         ValueError: if the file is missing or not COCO JSON, has no category with
-            keypoints (when ``skeleton`` is ``None``) or no person category, or an
-            annotation's keypoints do not match the skeleton.
+            keypoints (when ``skeleton`` is ``None``) or no person category, a category,
+            image or annotation is malformed, or its flip pairs cannot be found.
     """
     path = Path(ann_file)
     data = read_coco_file(path)
-    try:
-        categories, images = data["categories"], data["images"]
-    except KeyError as e:
-        raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
-    annotations = data.get("annotations", [])
-    category = keypoint_category(categories)
+    if "images" not in data:
+        raise ValueError(f"{path} is not a COCO annotation file: no 'images'")
+    category = keypoint_category(data.get("categories", []))
+    inferred = False
     if skeleton is None:
         if category is None:
             raise ValueError(
                 f"{path} has no category with 'keypoints' names; "
                 "is it a person-keypoints file (person_keypoints_*.json)?"
             )
-        skeleton = Skeleton.from_coco_category(category)
+        skeleton = file_skeleton(path, category, flip_pairs)
+        inferred = flip_pairs is None and "flip_pairs" not in category
+        labels = True
+    else:
+        labels = category is not None and category["keypoints"] == list(skeleton.names)
     if category is None:
-        category = next((c for c in categories if c.get("name") == "person"), None)
+        category = next((c for c in data.get("categories", []) if c.get("name") == "person"), None)
         if category is None:
             raise ValueError(f"{path} has no 'person' category")
-    try:
-        sizes = {im["id"]: (im.get("width"), im.get("height"), im["file_name"]) for im in images}
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ValueError(
-            f"{path}: 'images' must be objects with 'id' and 'file_name': {e!r}"
-        ) from None
+    num_joints = skeleton.num_joints
+    images = image_table(path, data["images"])
     instances = []
-    for index, ann in enumerate(annotations):
-        try:
-            if ann.get("category_id") != category["id"] or ann.get("iscrowd", 0):
-                continue
-            instance = _person_instance(ann, sizes, skeleton.num_joints)
-        except (KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ValueError(f"{path}: annotation #{index} is malformed: {e}") from None
+    for ann in person_annotations(path, data, category, num_joints if labels else None):
+        if ann.get("iscrowd", 0):
+            continue
+        instance = _person_instance(ann, images[ann["image_id"]], num_joints, labels)
         if instance is not None:
             instances.append(instance)
-    return CocoPersons(path, skeleton, int(category["id"]), tuple(instances))
+    return CocoPersons(path, skeleton, category["id"], tuple(instances), inferred)
 
 
 def _person_instance(
-    ann: dict[str, Any], sizes: dict[Any, tuple[Any, Any, str]], num_joints: int
+    ann: dict[str, Any], image: dict[str, Any], num_joints: int, labels: bool
 ) -> PersonInstance | None:
-    """One person annotation, its box clipped to the image; ``None`` if the box is empty.
-
-    Raises ``KeyError`` / ``TypeError`` / ``ValueError`` on malformed entries, which
-    :func:`load_coco_persons` reports with the file and the annotation's position.
-    """
-    if ann["image_id"] not in sizes:
-        raise ValueError(f"id {ann['id']} names an unknown image {ann['image_id']!r}")
-    width, height, file_name = sizes[ann["image_id"]]
+    """One checked person annotation, its box clipped to the image (``None`` if that
+    leaves it empty); keypoints zero where the file has none or ``labels`` is off."""
     x, y, w, h = (float(v) for v in ann["bbox"])
-    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in (x, y, w, h)):
-        raise ValueError(
-            f"id {ann['id']} has a bbox that is not finite or beyond {MAX_COORDINATE:g} px: "
-            f"{ann['bbox']}"
-        )
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), x + w, y + h
-    if width is not None and height is not None:
-        x1, y1 = min(x1, float(width)), min(y1, float(height))
+    if "width" in image and "height" in image:
+        x1, y1 = min(x1, float(image["width"])), min(y1, float(image["height"]))
     if x1 - x0 <= 0 or y1 - y0 <= 0:
         return None
-    flat = ann.get("keypoints") or [0.0] * (3 * num_joints)
-    if len(flat) != 3 * num_joints:
-        raise ValueError(
-            f"id {ann['id']} has {len(flat) // 3} keypoints, the skeleton has {num_joints}"
-        )
-    keypoints = np.asarray(flat, dtype=np.float64).reshape(num_joints, 3)
-    if not (np.isfinite(keypoints).all() and (np.abs(keypoints) <= MAX_COORDINATE).all()):
-        joint = int(np.flatnonzero(~(np.abs(keypoints) <= MAX_COORDINATE).all(-1))[0])
-        raise ValueError(
-            f"id {ann['id']} has a keypoint that is not finite or beyond {MAX_COORDINATE:g} "
-            f"px (joint {joint}: {keypoints[joint].tolist()})"
-        )
+    flat = (ann.get("keypoints") if labels else None) or [0.0] * (3 * num_joints)
     return PersonInstance(
         image_id=ann["image_id"],
         ann_id=ann["id"],
-        file_name=file_name,
+        file_name=image["file_name"],
         bbox=(x0, y0, x1 - x0, y1 - y0),
-        keypoints=keypoints.astype(np.float32),
+        keypoints=np.asarray(flat, dtype=np.float32).reshape(num_joints, 3),
         score=float(ann.get("score", 1.0)),
     )
 
@@ -550,8 +694,11 @@ class _ImageCache:
         if image is not None:
             self._images.move_to_end(path)
             return image
-        with Image.open(path) as f:
-            image = f.convert("RGB")
+        try:
+            with Image.open(path) as f:
+                image = f.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"cannot read the image {path}: {e}") from None
         if self.capacity > 0:
             self._images[path] = image
             if len(self._images) > self.capacity:

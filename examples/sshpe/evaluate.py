@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -33,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
 from posemum_aug.keypoints import CROWDPOSE_14, Skeleton
-from sshpe.data import keypoint_category, read_coco_file
+from sshpe.data import file_skeleton, keypoint_category, person_annotations, read_coco_file
 
 __all__ = [
     "CROWDPOSE_AREA_FACTOR",
@@ -143,61 +144,109 @@ def stat_names(protocol: str) -> tuple[str, ...]:
     raise ValueError(f"unknown evaluation protocol {protocol!r}; expected one of {PROTOCOLS}")
 
 
-def _box_area(path: Path, index: int, ann: dict[str, Any], factor: float | None) -> float:
-    """``w * h`` of an annotation's box, times ``factor`` when given."""
-    try:
-        w, h = float(ann["bbox"][2]), float(ann["bbox"][3])
-    except (KeyError, IndexError, TypeError, ValueError) as e:
-        what = (
-            "no 'area' and no usable 'bbox'"
-            if factor is None
-            else "no usable 'bbox' (the 'crowdpose' protocol scales OKS by 0.53 w h)"
-        )
-        raise ValueError(f"{path}: annotation #{index} has {what}: {e!r}") from None
-    # xtcocotools' order, (h * w) * 0.53, so that the OKS agree to the last bit
-    return w * h if factor is None else h * w * factor
-
-
 def _load_ground_truth(
     ann_file: str | Path, protocol: str = "coco"
-) -> tuple[dict[str, Any], Skeleton, ProtocolName]:
-    """The annotation file prepared for ``protocol``, its skeleton and the protocol.
+) -> tuple[dict[str, Any], Skeleton, ProtocolName, int]:
+    """The annotation file prepared for ``protocol``: its content, skeleton, the protocol
+    and the person category's id.
 
-    Both: annotation ids renumbered ``1..N`` (pycocotools marks "unmatched" with id 0, so
-    a person with id 0 could never be matched). ``coco``: ``area`` filled in where missing
-    (box area). ``crowdpose``: every ``area`` set to ``0.53 w h`` (xtcocotools'
-    ``use_area=False``, so also where the file has one) and ``crowdIndex`` checked on
-    every image.
+    Every person annotation is checked for the fields the evaluation reads
+    (:func:`~sshpe.data.person_annotations`: finite numbers, known images, ...); those of
+    other categories are dropped. Annotation ids are renumbered ``1..N`` (pycocotools marks
+    "unmatched" with id 0, so a person with id 0 could never be matched); ``iscrowd``
+    (0), ``num_keypoints`` (the joints with ``v > 0``) and ``keypoints`` (zeros) are filled
+    in where missing. ``coco``: ``area`` filled in where missing (the box area ``w h``).
+    ``crowdpose``: every ``area`` set to ``0.53 w h`` (xtcocotools' ``use_area=False``, so
+    also where the file has one) and ``crowdIndex`` checked on every image.
     """
     path = Path(ann_file)
     data = read_coco_file(path)
     category = keypoint_category(data.get("categories", []))
     if category is None:
         raise ValueError(f"{path} has no category with 'keypoints' names")
-    skeleton = Skeleton.from_coco_category(category)
+    skeleton = file_skeleton(path, category, flip_pairs=())  # OKS needs no flip pairs
     resolved = resolve_protocol(protocol, skeleton)
-    annotations = data.get("annotations", [])
+    k = skeleton.num_joints
+    annotations = person_annotations(path, data, category, k)
     for index, ann in enumerate(annotations):
-        # pycocotools marks "unmatched" with id 0: a person with id 0 could never match
         ann["id"] = index + 1
-    if resolved == "coco":
-        for index, ann in enumerate(annotations):
-            if "area" not in ann:  # e.g. CrowdPose: OKS needs a scale, use the box
-                ann["area"] = _box_area(path, index, ann, None)
-        return data, skeleton, resolved
-    for image in data.get("images", []):
-        crowd_index = image.get("crowdIndex")
-        if isinstance(crowd_index, bool) or not isinstance(crowd_index, int | float):
+        ann["keypoints"] = ann.get("keypoints") or [0] * (3 * k)
+        ann.setdefault("iscrowd", 0)
+        ann.setdefault("num_keypoints", sum(v > 0 for v in ann["keypoints"][2::3]))
+        w, h = ann["bbox"][2:]
+        if resolved == "crowdpose":  # xtcocotools' order, so that the OKS agree to the bit
+            ann["area"] = h * w * CROWDPOSE_AREA_FACTOR
+        else:  # e.g. CrowdPose's files have none: OKS needs a scale, use the box
+            ann.setdefault("area", w * h)
+    data["annotations"] = annotations
+    if resolved == "crowdpose":
+        for image in data["images"]:
+            crowd_index = image.get("crowdIndex")
+            if not (
+                isinstance(crowd_index, int | float)
+                and not isinstance(crowd_index, bool)
+                and math.isfinite(crowd_index)
+            ):
+                raise ValueError(
+                    f"{path}: the 'crowdpose' protocol splits the images into easy / medium / "
+                    f"hard by their 'crowdIndex', but image {image.get('id')!r} has "
+                    f"{'none' if crowd_index is None else repr(crowd_index)}; evaluate this "
+                    "file with protocol='coco' (--protocol coco), or use the official "
+                    "CrowdPose annotations (which carry it)"
+                )
+    return data, skeleton, resolved, category["id"]
+
+
+def check_ground_truth(ann_file: str | Path, protocol: str = "coco") -> ProtocolName:
+    """Check that :func:`evaluate_keypoints` can score results against ``ann_file`` under
+    ``protocol`` (every field it reads, ``crowdIndex`` for ``crowdpose``), e.g. before
+    training.
+
+    Returns:
+        The resolved protocol.
+
+    Raises:
+        ValueError: as :func:`evaluate_keypoints` for the file and the protocol.
+    """
+    return _load_ground_truth(ann_file, protocol)[2]
+
+
+def _check_results(
+    results: Sequence[dict[str, Any]], images: set[int], category_id: int, k: int, path: Path
+) -> None:
+    """Check the fields of every result that the evaluation reads: a known image, the
+    person category, ``3 K`` finite keypoint numbers and a finite score."""
+    for index, r in enumerate(results):
+        if not isinstance(r, dict) or not {"image_id", "keypoints", "score"} <= r.keys():
             raise ValueError(
-                f"{path}: the 'crowdpose' protocol splits the images into easy / medium / "
-                f"hard by their 'crowdIndex', but image {image.get('id')!r} has "
-                f"{'none' if crowd_index is None else repr(crowd_index)}; evaluate this file "
-                "with protocol='coco', or use the official CrowdPose annotations (which "
-                "carry it)"
+                f"result #{index} must be an object with 'image_id', 'category_id', "
+                f"'keypoints' and 'score', got {str(r)[:80]}"
             )
-    for index, ann in enumerate(annotations):
-        ann["area"] = _box_area(path, index, ann, CROWDPOSE_AREA_FACTOR)
-    return data, skeleton, resolved
+        if not _is_number(r["image_id"]) or r["image_id"] not in images:
+            raise ValueError(f"result for image {r['image_id']!r}, which is not in {path}")
+        if r.get("category_id") != category_id:
+            raise ValueError(
+                f"result #{index} has the category_id {r.get('category_id')!r}, but the "
+                f"person category of {path} is {category_id}"
+            )
+        keypoints = r["keypoints"]
+        if not isinstance(keypoints, list) or len(keypoints) != 3 * k:
+            count = len(keypoints) if isinstance(keypoints, list) else repr(keypoints)[:40]
+            raise ValueError(f"results must have {3 * k} keypoint values ({k} joints), got {count}")
+        if not all(_is_number(v) and math.isfinite(v) for v in keypoints):
+            raise ValueError(
+                f"result #{index} (image {r['image_id']}) has keypoint values that are not "
+                "finite numbers; a NaN would score as a perfect match"
+            )
+        if not (_is_number(r["score"]) and math.isfinite(r["score"])):
+            raise ValueError(
+                f"result #{index} (image {r['image_id']}) has the score {r['score']!r}; "
+                "scores must be finite numbers"
+            )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
 
 
 def _split_by_crowd_index(images: Sequence[dict[str, Any]]) -> tuple[list[Any], ...]:
@@ -255,43 +304,48 @@ def evaluate_keypoints(
         ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ``AR50``, ``AR75``, ``ARm``, ``ARl``
         (:data:`STAT_NAMES`). ``crowdpose``: ``AP``, ``AP50``, ``AP75``, ``AR``, ``AR50``,
         ``AR75``, ``AP_easy``, ``AP_medium``, ``AP_hard`` (:data:`CROWDPOSE_STAT_NAMES`).
-        pycocotools reports -1 for a range without ground truth. Empty ``results`` (under
-        ``crowdpose``: none with a positive joint score) give all zeros.
+        pycocotools reports -1 for a range without ground truth, also for empty
+        ``results`` (under ``crowdpose``: none with a positive joint score), which score 0
+        elsewhere.
 
     Raises:
-        ValueError: if the file is missing or has no keypoint category, a result names an
-            image not in the file or has the wrong number of keypoints, ``protocol`` is
-            unknown, or under ``crowdpose`` an image has no ``crowdIndex`` or a person no
-            ``bbox``.
+        ValueError: if the file is missing or has no keypoint category; a person annotation
+            has a field the evaluation reads that is missing where required or not a
+            finite number (``bbox``, ``keypoints``, ``area``, ...; see
+            :func:`~sshpe.data.person_annotations`), or two images share an id; a result
+            names an image not in the file or another category, has the wrong number of
+            keypoint values, or a keypoint value or score that is not a finite number;
+            ``sigmas`` are not ``K`` positive finite numbers; ``protocol`` is unknown; or
+            under ``crowdpose`` an image has no finite ``crowdIndex``. pycocotools scores
+            a NaN similarity as a match (AP 1.0 for NaN predictions), so nothing NaN
+            reaches it.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    data, skeleton, resolved = _load_ground_truth(ann_file, protocol)
+    data, skeleton, resolved, category_id = _load_ground_truth(ann_file, protocol)
     names = stat_names(resolved)
     k = skeleton.num_joints
-    image_ids = {im["id"] for im in data["images"]}
-    for r in results:
-        if r["image_id"] not in image_ids:
-            raise ValueError(f"result for image {r['image_id']!r}, which is not in {ann_file}")
-        if len(r["keypoints"]) != 3 * k:
-            raise ValueError(
-                f"results must have {3 * k} keypoint values ({k} joints), got {len(r['keypoints'])}"
-            )
+    oks_sigmas = np.asarray(skeleton.sigmas if sigmas is None else sigmas, dtype=np.float64)
+    if oks_sigmas.shape != (k,) or not (np.isfinite(oks_sigmas) & (oks_sigmas > 0)).all():
+        raise ValueError(f"sigmas must be {k} positive finite numbers, got {oks_sigmas.tolist()}")
+    _check_results(results, {im["id"] for im in data["images"]}, category_id, k, Path(ann_file))
     if resolved == "crowdpose":  # xtcocotools skips results without a positive joint score
         results = [r for r in results if any(v > 0 for v in r["keypoints"][2::3])]
-    if not results:
-        return dict.fromkeys(names, 0.0)
     quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
     with quiet:
         ground_truth = COCO()
         ground_truth.dataset = data
         ground_truth.createIndex()
-        detections = ground_truth.loadRes(copy.deepcopy(list(results)))
+        if results:
+            detections = ground_truth.loadRes(copy.deepcopy(list(results)))
+        else:  # loadRes refuses an empty list: the same evaluation with no detection
+            detections = COCO()
+            detections.dataset = {**data, "annotations": []}
+            detections.createIndex()
         evaluator = COCOeval(ground_truth, detections, iouType="keypoints")
-        evaluator.params.kpt_oks_sigmas = np.asarray(
-            skeleton.sigmas if sigmas is None else sigmas, dtype=np.float64
-        )
+        evaluator.params.kpt_oks_sigmas = oks_sigmas
+        evaluator.params.catIds = [category_id]
         evaluator.evaluate()
         evaluator.accumulate()
         if resolved == "coco":
@@ -326,8 +380,8 @@ def _crowdpose_stats(
 def rescore(box_scores: Tensor, joint_scores: Tensor, threshold: float = 0.2) -> Tensor:
     """SSHPE / SimpleBaseline person score: box score x mean confident joint score.
 
-    The mean runs over joints whose score exceeds ``threshold``; a person with none
-    scores 0.
+    The mean runs over joints whose score exceeds ``threshold`` (a NaN score does not); a
+    person with none scores 0.
 
     Args:
         box_scores: ``(N,)`` detection scores (1 for ground-truth boxes).
@@ -351,7 +405,7 @@ def rescore(box_scores: Tensor, joint_scores: Tensor, threshold: float = 0.2) ->
             f"got {tuple(box_scores.shape)} and {tuple(joint_scores.shape)}"
         )
     confident = joint_scores > threshold
-    total = (joint_scores * confident).sum(-1)
+    total = joint_scores.where(confident, 0).sum(-1)
     mean = total / confident.sum(-1).clamp(min=1)
     return box_scores.to(joint_scores) * mean
 
@@ -376,7 +430,7 @@ def make_results(
     Args:
         coords: ``(N, K, 2)`` keypoints in image pixels.
         joint_scores: ``(N, K)`` per-joint confidences (written as the third value).
-        image_ids: ``N`` image ids.
+        image_ids: ``N`` integer image ids (a sequence or an integer tensor).
         scores: ``(N,)`` person scores.
         category_id: the person category of the annotation file.
         areas: optional ``(N,)`` person areas, kept under ``"area"`` for :func:`oks_nms`
@@ -388,7 +442,7 @@ def make_results(
         ``area``).
 
     Raises:
-        ValueError: on mismatched shapes.
+        ValueError: on mismatched shapes or an image id that is not an integer.
 
     Example:
         >>> import torch
@@ -397,7 +451,11 @@ def make_results(
         (7, [1.0, 1.0, 0.5, 1.0, 1.0, 0.5], 1.0)
     """
     xy, js, sc = _numpy(coords), _numpy(joint_scores), _numpy(scores)
-    ids = [int(i) for i in image_ids]
+    ids = image_ids.tolist() if isinstance(image_ids, Tensor) else list(image_ids)
+    bad = next((i for i in ids if not isinstance(i, int | np.integer) or isinstance(i, bool)), None)
+    if bad is not None:
+        raise ValueError(f"image_ids must be integers (COCO image ids), got {bad!r}")
+    ids = [int(i) for i in ids]
     n = len(ids)
     if xy.shape[:1] != (n,) or xy.ndim != 3 or xy.shape[2] != 2 or js.shape != xy.shape[:2]:
         raise ValueError(
@@ -484,6 +542,10 @@ def oks_nms(
     Returns:
         The kept results, in their input order.
 
+    Raises:
+        ValueError: if a result's score or keypoint coordinates are not finite numbers
+            (NaN would keep or drop poses depending on their order).
+
     Example:
         >>> r = {"image_id": 1, "category_id": 1, "keypoints": [0, 0, 1, 9, 9, 1], "score": 0.9}
         >>> twin = dict(r, score=0.8)
@@ -492,6 +554,11 @@ def oks_nms(
     """
     by_image: dict[Any, list[int]] = {}
     for i, r in enumerate(results):
+        xy = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2]
+        if not (math.isfinite(float(r["score"])) and np.isfinite(xy).all()):
+            raise ValueError(
+                f"result #{i} (image {r['image_id']}) has a score or keypoint that is not finite"
+            )
         by_image.setdefault(r["image_id"], []).append(i)
     keep: list[int] = []
     for indices in by_image.values():
