@@ -58,7 +58,7 @@ from sshpe.loaders import (
 )
 from sshpe.methods import SSHPEMethod, step_generators
 from sshpe.metrics_log import MetricsLog, finite_or_none
-from sshpe.models import SimpleBaseline, load_pretrained
+from sshpe.models import build_model, load_pretrained
 from sshpe.rundir import prepare_run_folder, write_json
 from sshpe.runtime import NO_BUFFER_BROADCAST, Distributed, resolve_device
 from sshpe.validation import draw_predictions, evaluate_models, results_table
@@ -77,9 +77,14 @@ def total_steps(config: TrainConfig, labeled: int, world_size: int) -> int:
     return max(1, math.ceil(epochs * labeled / (schedule.batch_size * world_size)))
 
 
-def finite_weights(model: nn.Module) -> bool:
-    """Whether every floating entry of ``model``'s state is finite (one host sync)."""
-    states = [v.isfinite().all() for v in model.state_dict().values() if v.is_floating_point()]
+def finite_weights(*models: nn.Module) -> bool:
+    """Whether every floating entry of the ``models``' states is finite (one host sync)."""
+    states = [
+        v.isfinite().all()
+        for model in models
+        for v in model.state_dict().values()
+        if v.is_floating_point()
+    ]
     return bool(torch.stack(states).all())
 
 
@@ -100,25 +105,35 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     if use_crop_cache(run.cache_crops, workers, config.model.input_size, datasets):
         datasets = [None if d is None else CropCache(d) for d in datasets]
     skeleton = sets.val_file.skeleton
-    model = SimpleBaseline(config.model.arch, skeleton.num_joints, config.model.width)
+    # network A first: it starts from the weights of the single-network methods (paired)
+    networks = [
+        build_model(config.model.arch, skeleton.num_joints, config.model.width)
+        for _ in range(method_config.networks)
+    ]
     pretrained = config.model.pretrained
     if pretrained is not None and not run.resume:  # a resumed run loads its checkpoint
         if not pretrained.is_file():
             raise UsageError(f"--pretrained file not found: {pretrained}")
-        skipped = load_pretrained(model, pretrained)
+        for network in networks:
+            skipped = load_pretrained(network, pretrained)
         if skipped and ddp.main:
             kept = ", ".join(sorted({k.split(".")[0] for k in skipped}))
             print(f"--pretrained: {len(skipped)} tensors not in the file kept their init ({kept})")
-    model.to(device)
-    student: nn.Module = model
+    for network in networks:
+        network.to(device)
+    students: list[nn.Module] = list(networks)
     if ddp.enabled:
-        student = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None, **NO_BUFFER_BROADCAST
-        )
-    generators = step_generators(schedule.seed, ddp.rank)
-    method = SSHPEMethod(student, method_config, skeleton, generators, amp=schedule.amp)
-    method.teacher.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr)
+        ids = [device] if device.type == "cuda" else None
+        students = [
+            DistributedDataParallel(n, device_ids=ids, **NO_BUFFER_BROADCAST) for n in networks
+        ]
+    generators = step_generators(schedule.seed, ddp.rank, method_config.streams)
+    method = SSHPEMethod(
+        students[0], method_config, skeleton, generators, amp=schedule.amp,
+        partner=students[1] if method_config.dual else None,
+    )  # fmt: skip
+    # one Adam over every network: per-parameter, the same as one Adam per network
+    optimizer = torch.optim.Adam([p for n in networks for p in n.parameters()], lr=schedule.lr)
     steps = total_steps(config, len(sets.labeled), ddp.world_size)
     milestones = sorted({max(1, round(f * steps)) for f in schedule.lr_milestones})
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, schedule.lr_gamma)
@@ -132,8 +147,11 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
         ckpt = resume_checkpoint(path, config, ddp.world_size)
         if ckpt["step"] == ckpt["total_steps"] and (run.out / "results.json").is_file():
             return {**json.loads((run.out / "results.json").read_text()), "finished": True}
-        model.load_state_dict(ckpt["student"])
-        method.teacher.load_state_dict(ckpt["teacher"])
+        missing = [name for name in method.models if name not in ckpt]
+        if missing:
+            raise CheckpointError(f"--resume: {path} has no {', '.join(missing)}")
+        for name, module in method.models.items():
+            module.load_state_dict(ckpt[name])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(generators, ckpt["rng"][ddp.rank], path)
@@ -151,8 +169,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
                 "total_steps": steps,
                 "config": config.to_json(),
                 "world_size": ddp.world_size,
-                "student": model.state_dict(),
-                "teacher": method.teacher.state_dict(),
+                **{name: module.state_dict() for name, module in method.models.items()},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": rng,
@@ -176,7 +193,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
         list(range(i, min(i + size, len(sets.val)))) for i in range(0, len(sets.val), size)
     ]
     val_loader = loader(datasets[2], val_batches, workers, device)
-    models: dict[str, nn.Module] = {"student": model, "teacher": method.teacher}
+    models = method.models  # "student" (network A of the dual methods) is the result
     groups = joint_groups(skeleton.names)
     crops_per_step = (
         schedule.batch_size + (schedule.unlabeled_batch_size if unlabeled_batches else 0)
@@ -185,8 +202,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     def evaluate() -> dict[str, dict[str, float]]:
         return evaluate_models(models, val_loader, sets.val_file, config, device, run.out)[0]
 
-    student.train()
-    method.teacher.train()
+    method.train()
     bar = tqdm(
         total=steps, initial=start, desc=method_config.method, unit="step",
         dynamic_ncols=True, disable=not run.progress or not ddp.main,
@@ -213,7 +229,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
             stopping = run.stop_after is not None and step - start == run.stop_after
             saving = step % run.ckpt_every == 0 or step == steps or stopping
             checking = step % run.log_every == 0 or saving
-            if checking and ddp.any(not bool(finite) or not finite_weights(model)):
+            if checking and ddp.any(not bool(finite) or not finite_weights(*networks)):
                 where = f"{path} (step {last_good})" if last_good else "none was written"
                 raise Diverged(
                     f"training diverged by step {step}: a loss or weight is not finite "

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from sshpe.blocks import BasicBlock, Bottleneck
 from sshpe.methods import (
+    METHODS,
+    PARTNER_STREAMS,
     STREAMS,
     MethodConfig,
     SSHPEMethod,
@@ -16,7 +19,7 @@ from sshpe.methods import (
     step_generators,
     view_matrix,
 )
-from sshpe.models import BasicBlock, Bottleneck, SimpleBaseline, load_pretrained
+from sshpe.models import SimpleBaseline, load_pretrained
 from torch import nn
 
 from posemum_aug.heatmap import decode_heatmaps, render_heatmaps
@@ -176,6 +179,8 @@ def test_load_pretrained_errors_name_the_problem(tmp_path: Path) -> None:
 
 # -------------------------------------------------------------------------- methods
 
+ALL_STREAMS = STREAMS + PARTNER_STREAMS
+
 #: Two mirrored joints (0 = left, 1 = right) and one centre joint.
 SKELETON = Skeleton(("left_a", "right_a", "c"), (1, 0, 2), (0.05, 0.05, 0.05))
 
@@ -245,7 +250,7 @@ def test_easy_view_moves_keypoints_with_the_content_and_swaps_sides() -> None:
         SKELETON,
         generators,
     )
-    unlabelled.unsupervised_loss(image)
+    unlabelled.unsupervised_losses(image)
     pseudo = unlabelled.last_pseudo
     assert pseudo is not None
     assert torch.equal(pseudo.flipped, flipped) and torch.equal(pseudo.view.image, view.image)
@@ -269,12 +274,12 @@ def test_unsupervised_target_is_warped_into_the_hard_view(method_name: str) -> N
         mix_p_feature=0.0,
     )
     method = SSHPEMethod(Pool(), config, SKELETON, step_generators(1))
-    loss = float(method.unsupervised_loss(image))
+    (loss,) = map(float, method.unsupervised_losses(image))
     # the same draws, but the target left in the easy view: far worse
     for name, generator in step_generators(1).items():
         method.generators[name].set_state(generator.get_state())
     _, easy = method.easy_view(image, stream="unlabeled_view")
-    hard = method.hard_affine(easy.image)
+    hard = method.learners[0].hard_affine(easy.image)
     unwarped = float(joint_mse(Pool()(hard.image), Pool()(easy.image), torch.ones(8, 3)))
     assert loss < 0.05 * unwarped
 
@@ -289,7 +294,7 @@ def test_teachers_by_method() -> None:
     }
     assert kinds == {"supervised": EMANTeacher, "consistency": MeanTeacher}
     mixed = SSHPEMethod(model, MethodConfig(teacher="ema"), SKELETON, step_generators(0))
-    assert isinstance(mixed.teacher, MeanTeacher) and mixed.mum is not None
+    assert isinstance(mixed.teacher, MeanTeacher) and mixed.learners[0].mum is not None
     mixed.close()
 
 
@@ -319,9 +324,21 @@ def test_losses_of_each_method_backpropagate() -> None:
         method.close()
 
 
+def _method(name: str, **options: object) -> SSHPEMethod:
+    """The method ``name`` on 1/8-width ResNet-18s (two for the dual methods), seeded."""
+    config = MethodConfig(method=name, **options)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    networks = [SimpleBaseline("resnet18", 3, 0.125) for _ in range(config.networks)]
+    partner = networks[1] if config.dual else None
+    generators = step_generators(0, streams=config.streams)
+    return SSHPEMethod(networks[0], config, SKELETON, generators, partner=partner)
+
+
 def test_methods_are_paired_every_kind_of_draw_has_its_own_stream() -> None:
     """With one seed, every method draws the same values for what it shares with another:
-    Pose-MUM's plans (and the unlabelled pass) do not shift the other draws."""
+    Pose-MUM's plans (and the unlabelled pass) do not shift the other draws, and the first
+    network of the dual methods draws what the single network of the others draws, its
+    partner's own cutout, hard view and plans coming from streams of their own."""
     g = torch.Generator().manual_seed(0)
     labeled = {
         "image": _images(8),
@@ -331,31 +348,80 @@ def test_methods_are_paired_every_kind_of_draw_has_its_own_stream() -> None:
     unlabeled = {"image": _images(8, seed=1)}
     states: dict[str, dict[str, torch.Tensor]] = {}
     views: dict[str, torch.Tensor] = {}
-    for name in ("supervised", "consistency", "posemum"):
-        torch.manual_seed(0)
-        method = SSHPEMethod(
-            SimpleBaseline("resnet18", 3, 0.125),
-            MethodConfig(method=name, mix_p_feature=1.0),
-            SKELETON,
-            step_generators(0),
-        )
+    for name in METHODS:
+        method = _method(name, mix_p_feature=1.0)
         for _ in range(2):
             method.losses(labeled, unlabeled)
         if method.last_pseudo is not None:
             views[name] = method.last_pseudo.view.image
         states[name] = {k: v.get_state() for k, v in method.generators.items()}
         method.close()
-    fresh = {k: v.get_state() for k, v in step_generators(0).items()}
-    for stream in STREAMS:
-        used = {name for name in states if not torch.equal(states[name][stream], fresh[stream])}
+    fresh = {k: v.get_state() for k, v in step_generators(0, streams=ALL_STREAMS).items()}
+    semi = {"consistency", "posemum", "dual", "posemum_dual"}
+    for stream in ALL_STREAMS:
+        used = {
+            name
+            for name in states
+            if stream in states[name] and not torch.equal(states[name][stream], fresh[stream])
+        }
         expected = {
-            "labeled_view": {"supervised", "consistency", "posemum"},
-            "mixing": {"posemum"},
-        }.get(stream, {"consistency", "posemum"})
+            "labeled_view": set(METHODS),
+            "mixing": {"posemum", "posemum_dual"},
+            "cutout_b": {"dual", "posemum_dual"},
+            "hard_view_b": {"dual", "posemum_dual"},
+            "mixing_b": {"posemum_dual"},
+        }.get(stream, semi)
         assert used == expected, stream
         drawn = [states[name][stream] for name in expected]
         assert all(torch.equal(drawn[0], other) for other in drawn[1:]), stream
-    assert torch.equal(views["consistency"], views["posemum"])
+    assert all(torch.equal(views["consistency"], views[name]) for name in semi)
+
+
+@pytest.mark.parametrize("name", ["dual", "posemum_dual"])
+def test_dual_networks_fit_each_others_heatmaps(name: str) -> None:
+    """Replaying the draws by hand: network A's hard view is cut out at network B's peaks
+    on the shared easy view and fitted to B's heatmaps there, and B's to A's (the other
+    network in training mode, unmixed, without gradient); each network's hard view and
+    tile plans come from its own streams."""
+    method = _method(name, mix_p_feature=1.0, mix_feature_mode="all")
+    image = _images(8)
+    saved = {k: g.get_state() for k, g in method.generators.items()}
+    losses = method.unsupervised_losses(image)
+    for key, state in saved.items():
+        method.generators[key].set_state(state)
+    _, easy = method.easy_view(image, stream="unlabeled_view")
+    a, b = (learner.student for learner in method.learners)
+    with torch.no_grad(), method.unmixed():
+        targets = [b(easy.image), a(easy.image)]  # A fits B's heatmaps, B fits A's
+    pseudo = method.last_pseudo
+    assert pseudo is not None and torch.equal(pseudo.targets, targets[0])
+    for learner, target, loss in zip(method.learners, targets, losses, strict=True):
+        peaks, _ = decode_heatmaps(target, refine="dark")
+        hard = learner.hard_affine(learner.cutout(easy.image, peaks * 4).image, heatmaps=target)
+        expected = joint_mse(learner.student(hard.image), hard.heatmaps, torch.ones(8, 3))
+        torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+    assert losses[0] != losses[1]
+    method.close()
+
+
+def test_dual_losses_train_both_networks() -> None:
+    method = _method("posemum_dual", momentum=0.9)
+    labeled = {"image": _images(4), "keypoints": torch.full((4, 3, 2), 30.0),
+               "visibility": torch.ones(4, 3)}  # fmt: skip
+    losses = method.losses(labeled, {"image": _images(4, seed=1)})
+    assert set(losses) == {"loss", "sup", "unsup", "sup_b", "unsup_b"}
+    total = losses["sup"] + losses["unsup"] + (losses["sup_b"] + losses["unsup_b"])
+    torch.testing.assert_close(losses["loss"], total)
+    losses["loss"].backward()
+    models = method.models
+    assert list(models) == ["student", "teacher", "student_b", "teacher_b"]
+    for network in (models["student"], models["student_b"]):
+        assert network.head.weight.grad is not None and network.head.weight.grad.abs().sum() > 0
+    assert method.update_teacher() == 0.9
+    assert [learner.teacher.step for learner in method.learners] == [1, 1]
+    assert all(learner.mum is not None for learner in method.learners)
+    method.close()
+    assert all(learner.handle is None for learner in method.learners)
 
 
 def test_generators_must_name_every_stream() -> None:
@@ -363,6 +429,20 @@ def test_generators_must_name_every_stream() -> None:
     del generators["cutout"]
     with pytest.raises(ValueError, match="streams"):
         SSHPEMethod(Pool(), MethodConfig(method="supervised"), SKELETON, generators)
+    with pytest.raises(ValueError, match="streams"):  # a dual method draws from more
+        SSHPEMethod(
+            Pool(), MethodConfig(method="dual"), SKELETON, step_generators(0), partner=Pool()
+        )
+    with pytest.raises(ValueError, match="unknown streams"):
+        step_generators(0, streams=("cutout_c",))
+
+
+def test_a_partner_network_is_for_the_dual_methods_only() -> None:
+    dual = MethodConfig(method="dual")
+    with pytest.raises(ValueError, match="'dual' needs a partner network"):
+        SSHPEMethod(Pool(), dual, SKELETON, step_generators(0, streams=dual.streams))
+    with pytest.raises(ValueError, match="'posemum' takes no partner network"):
+        SSHPEMethod(Pool(), MethodConfig(), SKELETON, step_generators(0), partner=Pool())
 
 
 def test_predict_heatmaps_flip_test_maps_the_mirror_back() -> None:

@@ -20,6 +20,7 @@ from sshpe.loaders import CropCache
 from sshpe.synthetic import generate_synthetic_coco
 
 from tests.paths import EXAMPLES
+from tests.test_sshpe_hrnet import imagenet_classifier_state
 
 #: A tiny, fast configuration: 64 x 64 crops, a 1/8-width ResNet-18, 4 + 4 crops per step.
 TINY = [
@@ -70,12 +71,22 @@ def test_each_method_trains_and_reports(
     assert ckpt["step"] == 3 and ckpt["teacher"]["_extra_state"]["step"] == 3
 
 
-def test_resume_equals_uninterrupted(data: list[str], tmp_path: Path) -> None:
+#: The networks a method checkpoints and evaluates; "student" is the method's result.
+NETWORKS = {
+    "posemum": ["student", "teacher"],
+    "dual": ["student", "teacher", "student_b", "teacher_b"],
+    "posemum_dual": ["student", "teacher", "student_b", "teacher_b"],
+}
+
+
+@pytest.mark.parametrize("method", list(NETWORKS))
+def test_resume_equals_uninterrupted(method: str, data: list[str], tmp_path: Path) -> None:
     """A run stopped after 3 of 7 steps (inside a 2-step log window) and resumed in a
     fresh ``main`` ends bit-exactly where an uninterrupted run ends: same logged losses,
-    same weights, same AP."""
+    same weights (both networks and their teachers for the dual methods), optimiser and
+    random states (every stream), same AP of every network."""
     common = [
-        *data, *TINY, "--method", "posemum", "--steps", "7", "--ckpt-every", "2",
+        *data, *TINY, "--method", method, "--steps", "7", "--ckpt-every", "2",
         "--log-every", "2", "--lr-milestones", "0.5", "--momentum-warmup", "4",
         "--filter-confidence", "0.0", "--mix-feature-mode", "all",
     ]  # fmt: skip
@@ -91,7 +102,8 @@ def test_resume_equals_uninterrupted(data: list[str], tmp_path: Path) -> None:
     assert _metrics(parts) == _metrics(whole)
     a = torch.load(whole / "checkpoint.pt", weights_only=True)
     b = torch.load(parts / "checkpoint.pt", weights_only=True)
-    for key in ("student", "teacher"):
+    assert [key for key in a if key.startswith(("student", "teacher"))] == NETWORKS[method]
+    for key in NETWORKS[method]:
         assert a[key].keys() == b[key].keys()
         for name, tensor in a[key].items():
             if isinstance(tensor, torch.Tensor):
@@ -101,10 +113,68 @@ def test_resume_equals_uninterrupted(data: list[str], tmp_path: Path) -> None:
     ):
         assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert a["scheduler"] == b["scheduler"]
+    assert len(a["rng"][0]["generators"]) == (5 if method == "posemum" else 8)
     for name, state in a["rng"][0]["generators"].items():
         assert torch.equal(state, b["rng"][0]["generators"][name]), name
     results = [json.loads((d / "results.json").read_text())["metrics"] for d in (whole, parts)]
-    assert results[0] == results[1]
+    assert results[0] == results[1] and list(results[0]) == NETWORKS[method]
+
+
+def test_dual_network_a_starts_where_the_single_network_does(
+    data: list[str], tmp_path: Path
+) -> None:
+    """Paired runs: in supervised steps (a burn-in), network A of ``dual`` trains exactly
+    as the network of ``supervised`` with the same seed (same initial weights, labelled
+    views and Adam updates); network B starts elsewhere."""
+    common = [*data, *TINY, "--steps", "2", "--vis-count", "0"]
+    single, dual = tmp_path / "single", tmp_path / "dual"
+    assert _run([*common, "--method", "supervised", "--out", str(single)]) == 0
+    assert _run([*common, "--method", "dual", "--burn-in", "2", "--out", str(dual)]) == 0
+    a = torch.load(single / "checkpoint.pt", weights_only=True)
+    b = torch.load(dual / "checkpoint.pt", weights_only=True)
+    for name, tensor in a["student"].items():
+        assert torch.equal(tensor, b["student"][name]), name
+    assert not torch.equal(b["student"]["head.weight"], b["student_b"]["head.weight"])
+
+
+def test_hrnet_dual_run_from_an_imagenet_classifier(
+    data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--arch hrnet_w32``: the ImageNet classifier layout loads through ``--pretrained``
+    into both networks (the head keeps its initialisation), every HRNet branch of stages
+    2-3 is a mixing point, and both networks train and are evaluated."""
+    classifier = tmp_path / "hrnet_w32_imagenet.pth"
+    torch.save(imagenet_classifier_state("hrnet_w32", 0.125), classifier)
+    out = tmp_path / "hrnet"
+    args = [
+        *data, *TINY, "--arch", "hrnet_w32", "--pretrained", str(classifier), "--method",
+        "posemum_dual", "--steps", "2", "--vis-count", "0", "--out", str(out),
+    ]  # fmt: skip
+    assert _run(args) == 0
+    assert "2 tensors not in the file kept their init (head)" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert (config["method"]["mix_at"], config["method"]["unmix_at"]) == (
+        ["", "stem", "stage2", "stage3"],
+        "stage4",
+    )
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    assert list(metrics) == NETWORKS["posemum_dual"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "mix_at", "unmix_at"),
+    [
+        ([], ("", "layer1", "layer2", "layer3"), "layer4"),
+        (["--arch", "resnet50"], ("", "layer1", "layer2", "layer3"), "layer4"),
+        (["--arch", "hrnet_w48"], ("", "stem", "stage2", "stage3"), "stage4"),
+        (["--arch", "hrnet_w32", "--mix-at", "stage2"], ("stage2",), "stage4"),
+    ],
+)
+def test_mixing_points_follow_the_arch_unless_given(
+    flags: list[str], mix_at: tuple[str, ...], unmix_at: str
+) -> None:
+    method = parse_config(flags).method
+    assert (method.mix_at, method.unmix_at) == (mix_at, unmix_at)
 
 
 def _free_port() -> int:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from sshpe.checkpoint import CHECKPOINT
 from sshpe.config import (
     CONFIG_FILE,
+    FOLLOWS_ARCH,
     PROFILES,
     SCALED_WITH_HEIGHT,
     SECTIONS,
@@ -88,8 +89,9 @@ def field_help(cls: type[Any]) -> dict[str, str]:
 
 def _default_text(section: str, f: dataclasses.Field[Any]) -> str:
     """`` (default: ...)``: the field's default, or how it is derived, and the profiles'."""
-    if f.name in SCALED_WITH_HEIGHT:
-        default = SCALED_WITH_HEIGHT[f.name]
+    derived = SCALED_WITH_HEIGHT | FOLLOWS_ARCH
+    if f.name in derived:
+        default = derived[f.name]
     elif f.default_factory is not dataclasses.MISSING:
         default = _show(f.default_factory())
     else:
@@ -116,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="train.py",
         description="Semi-supervised pose training (SSHPE protocol): supervised, "
-        "consistency (PoseCons) or posemum. With no data arguments, trains on the "
-        "bundled synthetic set (the synthetic profile).",
+        "consistency (PoseCons), posemum, dual (PoseDual) or posemum_dual. With no data "
+        "arguments, trains on the bundled synthetic set (the synthetic profile).",
         formatter_class=_Help,
     )
     parser.add_argument(

@@ -8,7 +8,8 @@ field's) and a ``metavar``. A run's configuration is built in layers, later ones
 1. the field defaults (the SSHPE protocol for your own annotation files);
 2. the :data:`PROFILES` entry of the data: ``synthetic`` (no data arguments: a CPU-sized
    job on the bundled set, the README's command) or ``files``;
-3. sizes derived from the crop height (target sigma, Joint Cutout boxes) unless given;
+3. sizes derived from the crop height (target sigma, Joint Cutout boxes) and mixing points
+   from the network (``--arch``) unless given;
 4. a saved configuration (``--config run/config.json``);
 5. the command-line flags.
 
@@ -35,9 +36,11 @@ from typing import Any, Literal
 import torch
 
 from sshpe.methods import MethodConfig, scaled_cutout, scaled_sigma
+from sshpe.models import Arch, mix_points
 
 __all__ = [
     "CONFIG_FILE",
+    "FOLLOWS_ARCH",
     "INVOCATION_ONLY",
     "PROFILES",
     "SCALED_WITH_HEIGHT",
@@ -119,13 +122,14 @@ class ModelConfig:
     """Model.
 
     Attributes:
-        arch: SimpleBaseline backbone.
+        arch: the network: SimpleBaseline on ResNet-18 / ResNet-50, or HRNet-W32 / W48
+            (sshpe.models.build_model).
         width: channel multiplier (1 = paper).
         input_size: crop height and width, multiples of 32; heatmaps are 4x smaller.
         pretrained: weights to start from (see sshpe.models.load_pretrained).
     """
 
-    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    arch: Arch = "resnet18"
     width: float = 1.0
     input_size: tuple[int, int] = field(default=(256, 192), metadata={"metavar": ("H", "W")})
     pretrained: Path | None = field(default=None, metadata={"metavar": "FILE"})
@@ -279,6 +283,12 @@ SCALED_WITH_HEIGHT = {
     "cutout_jitter": "10 x H / 256 (sshpe.methods.scaled_cutout)",
     "cutout_half_size": "10 19 x H / 256 (sshpe.methods.scaled_cutout)",
 }
+#: Method options whose default follows the network ``--arch`` (sshpe.models.mix_points),
+#: unless a profile, a saved configuration or a flag gives them.
+FOLLOWS_ARCH = {
+    "mix_at": "'' layer1 layer2 layer3 for the ResNets, '' stem stage2 stage3 for the HRNets",
+    "unmix_at": "layer4 for the ResNets, stage4 for the HRNets",
+}
 #: Defaults that depend on the data. ``files``: the SSHPE protocol (the field defaults);
 #: a step count is required. ``synthetic``: the CPU-sized job of the README's command on
 #: the bundled set.
@@ -330,7 +340,7 @@ class TrainConfig:
             mixed["batch_size"] = schedule.batch_size
         for name, size in mixed.items():
             _require(
-                method.method != "posemum" or size >= method.mix_group,
+                not method.mixing or size >= method.mix_group,
                 f"{flag_of(name)} {size} is smaller than the mixing group --mix-group "
                 f"{method.mix_group}: no sample would be mixed with another",
             )
@@ -523,12 +533,16 @@ def build_config(*layers: Layer) -> TrainConfig:
     data = DataConfig(**given["data"])
     profile = PROFILES["synthetic" if data.synthetic else "files"]
     values = {name: {**profile.get(name, {}), **given[name]} for name in SECTIONS}
-    height = ModelConfig(**values["model"]).input_size[0]
+    model = ModelConfig(**values["model"])
+    height = model.input_size[0]
     jitter, half_size = scaled_cutout(height)
+    mix_at, unmix_at = mix_points(model.arch)
     derived = {
         "sigma": scaled_sigma(height),
         "cutout_jitter": jitter,
         "cutout_half_size": half_size,
+        "mix_at": mix_at,
+        "unmix_at": unmix_at,
     }
     values["method"] = {**derived, **values["method"]}
     return TrainConfig(**{name: SECTIONS[name](**values[name]) for name in SECTIONS})

@@ -1,4 +1,4 @@
-"""The per-step losses of the three SSHPE methods, with batched augmentation on the device.
+"""The per-step losses of the SSHPE methods, with batched augmentation on the device.
 
 * ``supervised``: labelled crops only. Easy view (random scale, rotation, flip), Gaussian
   targets, joint-weighted MSE. An EMAN copy of the student is kept for evaluation only.
@@ -10,6 +10,15 @@
 * ``posemum``: ``consistency`` + Pose-MUM tile mixing of the unlabelled hard view (input
   level, plus stochastic feature-level re-mixing, unmixed before the head) + an
   :class:`~posemum_aug.teacher.EMANTeacher` + optional pseudo-label filters.
+* ``dual``: SSHPE's PoseDual. Two networks of the same architecture and their own
+  initialisations, each the other's teacher: the unlabelled easy view goes through network
+  A to make the targets of network B's hard view and through B to make A's (in training
+  mode, without gradient), so each network's Joint Cutout sits at the *other* network's
+  peaks. Both fit the same labelled view; each draws its own hard view. Loss = the sum of
+  the two networks' ``consistency`` losses. Each network keeps an EMAN copy for evaluation
+  only, as ``supervised`` does.
+* ``posemum_dual``: ``dual`` + Pose-MUM tile mixing of each network's hard view, with a
+  Pose-MUM and tile plans of its own (the frame of MultiAugs, Wang et al., 2024).
 
 The two teachers, both from :mod:`posemum_aug.teacher`, differ in how BatchNorm is treated,
 the point of EMAN (Cai et al., 2021): :class:`~posemum_aug.teacher.MeanTeacher` averages
@@ -31,14 +40,17 @@ state, the batch and those generators' states: that is what makes ``--resume`` e
 streams are independent so that the methods are *paired*: with one seed, ``supervised``,
 ``consistency`` and ``posemum`` draw the same labelled views, and ``consistency`` and
 ``posemum`` the same unlabelled views, cutout draws and hard affines, whatever Pose-MUM's
-plans consume.
+plans consume. The dual methods keep the pairing for their first network, A: it draws from
+:data:`STREAMS` exactly what the single network of the other methods draws (and starts from
+the same weights), while network B's own cutout, hard affine and tile plans come from the
+streams of :data:`PARTNER_STREAMS`; the two share the labelled and unlabelled easy views.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -68,25 +80,37 @@ from posemum_aug.transforms import (
     heatmap_stride,
     sample_pose_flip,
 )
+from sshpe.models import SimpleBaseline
 from sshpe.runtime import seeded_generator
 
-Method = Literal["supervised", "consistency", "posemum"]
-METHODS: tuple[Method, ...] = ("supervised", "consistency", "posemum")
+Method = Literal["supervised", "consistency", "posemum", "dual", "posemum_dual"]
+METHODS: tuple[Method, ...] = ("supervised", "consistency", "posemum", "dual", "posemum_dual")
 
 #: The kinds of random draw of a step, each from a generator of its own
 #: (:func:`step_generators`).
 STREAMS = ("labeled_view", "unlabeled_view", "cutout", "hard_view", "mixing")
+#: The draws of the dual methods' second network: its Joint Cutout, hard view and tile plans.
+PARTNER_STREAMS = ("cutout_b", "hard_view_b", "mixing_b")
 
 
-def step_generators(seed: int, rank: int = 0) -> dict[str, torch.Generator]:
-    """One CPU generator per :data:`STREAMS` entry, seeded from ``(seed, rank, stream)``.
+def step_generators(
+    seed: int, rank: int = 0, streams: Sequence[str] = STREAMS
+) -> dict[str, torch.Generator]:
+    """One CPU generator per stream, seeded from ``(seed, rank, stream)``.
+
+    A stream's seed depends on its name only (its place in :data:`STREAMS` +
+    :data:`PARTNER_STREAMS`), not on the other streams asked for.
 
     Args:
         seed: the run's seed.
         rank: the process's rank (each process draws its own augmentation).
+        streams: the streams (:attr:`MethodConfig.streams`).
 
     Returns:
         ``{stream: generator}``, distinct well-mixed streams.
+
+    Raises:
+        ValueError: on an unknown stream.
 
     Example:
         >>> a, b = step_generators(0), step_generators(0)
@@ -95,7 +119,11 @@ def step_generators(seed: int, rank: int = 0) -> dict[str, torch.Generator]:
         >>> torch.equal(a["mixing"].get_state(), a["cutout"].get_state())
         False
     """
-    return {name: seeded_generator(seed, rank, i) for i, name in enumerate(STREAMS)}
+    every = STREAMS + PARTNER_STREAMS
+    unknown = [name for name in streams if name not in every]
+    if unknown:
+        raise ValueError(f"unknown streams {unknown}; known: {every}")
+    return {name: seeded_generator(seed, rank, every.index(name)) for name in streams}
 
 
 @dataclass(frozen=True)
@@ -103,7 +131,9 @@ class MethodConfig:
     """Every option of a training step, with the defaults of METHOD.md / SSHPE.
 
     Attributes:
-        method: ``"supervised"``, ``"consistency"`` or ``"posemum"``.
+        method: ``"supervised"``, ``"consistency"``, ``"posemum"``, ``"dual"`` (PoseDual:
+            two networks, each the other's teacher) or ``"posemum_dual"`` (``"dual"`` with
+            Pose-MUM mixing).
         sigma: Gaussian target sigma in heatmap pixels (SSHPE: 2).
         unbiased: centre target Gaussians on the exact sub-pixel keypoint (DARK / UDP)
             instead of its nearest heatmap pixel (SimpleBaseline); paired with DARK
@@ -132,10 +162,13 @@ class MethodConfig:
             :func:`~posemum_aug.batchnorm.frozen_running_stats`), so that the running
             statistics, and an EMAN teacher's average of them, come from the clean
             labelled views alone. With ``"update"`` an EMAN teacher's heatmaps are much
-            flatter than on batch statistics (see examples/README.md).
+            flatter than on batch statistics (see examples/README.md). In the dual
+            methods it also rules each network's pass on the easy view that makes the
+            other's targets.
         teacher: ``"ema"`` (:class:`~posemum_aug.teacher.MeanTeacher`) or ``"eman"``
             (:class:`~posemum_aug.teacher.EMANTeacher`); left out (``None``): ``"ema"``
-            for ``consistency`` and ``"eman"`` otherwise.
+            for ``consistency`` and ``"eman"`` otherwise (for ``supervised`` and the dual
+            methods, the copy kept for evaluation).
         momentum: teacher EMA momentum, the weight kept on the teacher (EMAN: 0.999).
         momentum_warmup: steps of MUM's linear momentum ramp from ``momentum_start``; 0 = off.
         momentum_start: momentum at step 0 of the ramp (MUM: 0.5).
@@ -146,7 +179,8 @@ class MethodConfig:
         mix_feature_mode: ``"one"`` re-mixes at most one point per step, ``"all"`` flips a
             coin at every point.
         mix_at: mixing points: ``""`` (input) and stage names; the first reached starts
-            the chain, the others are feature-level points.
+            the chain, the others are feature-level points. The trainer's default follows
+            ``arch`` (sshpe.models.mix_points).
         unmix_at: the stage whose output is unmixed, before the heatmap head.
         mix_labeled: also mix the labelled batch (MUM: no).
         confidence: keep joints whose teacher peak reaches this (``None``: no filter).
@@ -189,10 +223,8 @@ class MethodConfig:
     mix_p: float = 1.0
     mix_p_feature: float = 0.5
     mix_feature_mode: Literal["one", "all"] = "one"
-    mix_at: tuple[str, ...] = field(
-        default=("", "layer1", "layer2", "layer3"), metadata={"metavar": "NAME"}
-    )
-    unmix_at: str = "layer4"
+    mix_at: tuple[str, ...] = field(default=SimpleBaseline.MIX_AT, metadata={"metavar": "NAME"})
+    unmix_at: str = SimpleBaseline.UNMIX_AT
     mix_labeled: bool = False
     confidence: float | None = field(
         default=None, metadata={"flag": "--filter-confidence", "metavar": "T"}
@@ -247,6 +279,27 @@ class MethodConfig:
     def semi_supervised(self) -> bool:
         """Whether the method trains on unlabelled data."""
         return self.method != "supervised"
+
+    @property
+    def dual(self) -> bool:
+        """Whether the method trains two networks, each the other's teacher."""
+        return self.method in ("dual", "posemum_dual")
+
+    @property
+    def mixing(self) -> bool:
+        """Whether the method mixes tiles (Pose-MUM)."""
+        return self.method in ("posemum", "posemum_dual")
+
+    @property
+    def networks(self) -> int:
+        """How many networks the method trains."""
+        return 2 if self.dual else 1
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The random streams of a step: :data:`STREAMS`, plus :data:`PARTNER_STREAMS` for
+        the dual methods."""
+        return STREAMS + PARTNER_STREAMS if self.dual else STREAMS
 
     @property
     def teacher_kind(self) -> Literal["ema", "eman"]:
@@ -418,26 +471,139 @@ def unwrap(module: nn.Module) -> nn.Module:
     return module.module if isinstance(module, DistributedDataParallel) else module
 
 
-class SSHPEMethod:
-    """One training step of ``supervised``, ``consistency`` or ``posemum``.
+@dataclass(eq=False)
+class Learner:
+    """One network under training: the student, its teacher, its hard view's own draws.
 
-    Holds the student (plain or DDP-wrapped), the teacher, the Pose-MUM hooks and the
-    CPU generators of the random draws, one per :data:`STREAMS` entry. :meth:`losses`
-    computes the step's losses (call ``backward`` on ``["loss"]``); :meth:`update_teacher`
-    follows ``optimizer.step()``.
+    A single-network method has one learner; ``dual`` and ``posemum_dual`` have two, each
+    fitted on its hard view to the other's heatmaps (see :class:`SSHPEMethod`).
+
+    Attributes:
+        name: ``"student"`` or ``"student_b"``, the network's key in checkpoints, results
+            and :attr:`SSHPEMethod.models`; its teacher's is ``"teacher"`` / ``"teacher_b"``.
+        student: the network, possibly DDP-wrapped.
+        teacher: its EMA copy (:func:`build_teacher`): the source of its pseudo-labels in
+            ``consistency`` and ``posemum``, for evaluation only in the other methods.
+        cutout: the Joint Cutout of its hard view.
+        hard_affine: the extra affine of its hard view.
+        mum: its Pose-MUM, attached to the student (the mixing methods), else ``None``.
+        handle: the hooks of ``mum``.
+    """
+
+    name: str
+    student: nn.Module
+    teacher: Teacher
+    cutout: JointCutout
+    hard_affine: RandomPoseAffine
+    mum: PoseMUM | None
+    handle: MixHandle | None
+
+    @classmethod
+    def build(
+        cls,
+        student: nn.Module,
+        config: MethodConfig,
+        generators: dict[str, torch.Generator],
+        suffix: str = "",
+    ) -> Learner:
+        """The learner of ``student``, drawing from the streams ``cutout``, ``hard_view``
+        and ``mixing`` followed by ``suffix`` (``""``, or ``"_b"`` for the second network).
+
+        Raises:
+            ValueError: on mixing options the model cannot take, from
+                :class:`~posemum_aug.mix.PoseMUM`.
+        """
+        mum, handle = None, None
+        if config.mixing:
+            mum = PoseMUM(
+                group_size=config.mix_group,
+                grid=config.mix_grid,
+                p=config.mix_p,
+                p_feature=config.mix_p_feature,
+                feature_mode=config.mix_feature_mode,
+                generator=generators["mixing" + suffix],
+            )
+            handle = mum.attach(unwrap(student), config.mix_at, config.unmix_at)
+        return cls(
+            name="student" + suffix,
+            student=student,
+            teacher=build_teacher(student, config),
+            cutout=JointCutout(
+                config.cutout_joints,
+                config.cutout_jitter,
+                config.cutout_half_size,
+                generator=generators["cutout" + suffix],
+            ),
+            hard_affine=_view_affine(
+                config, config.hard_rotation_p, generators["hard_view" + suffix]
+            ),
+            mum=mum,
+            handle=handle,
+        )
+
+    @property
+    def suffix(self) -> str:
+        """``""`` or ``"_b"``: appended to the names of this network's losses."""
+        return self.name.removeprefix("student")
+
+    def mixing(self, enabled: bool) -> Any:
+        """A context in which the student mixes only if ``enabled`` (and it has a Pose-MUM)."""
+        if self.mum is None or enabled:
+            return nullcontext()
+        return self.mum.paused()
+
+    def close(self) -> None:
+        """Remove the mixing hooks from the student."""
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+def _view_affine(
+    config: MethodConfig, rotation_p: float, generator: torch.Generator
+) -> RandomPoseAffine:
+    return RandomPoseAffine(
+        scale_sigma=config.scale_sigma,
+        scale_range=config.scale_range,
+        rotation_sigma=config.rotation_sigma,
+        rotation_limit=config.rotation_limit,
+        rotation_p=rotation_p,
+        generator=generator,
+    )
+
+
+class SSHPEMethod:
+    """One training step of any of :data:`METHODS`.
+
+    Holds the learners (:class:`Learner`: one network, or two for ``dual`` and
+    ``posemum_dual``, each with its teacher, Pose-MUM hooks and hard-view transforms) and the
+    CPU generators of the random draws, one per stream of :attr:`MethodConfig.streams`.
+    :meth:`losses` computes the step's losses (call ``backward`` on ``["loss"]``);
+    :meth:`update_teacher` follows ``optimizer.step()``.
+
+    One step, for every method: both networks (where there are two) fit the same labelled
+    easy view; the unlabelled easy view is drawn once; each network's pseudo-labels are its
+    teacher's heatmaps on that view, or, in the dual methods, the *other* network's (in
+    training mode, mixing paused, no gradient), so Joint Cutout boxes sit at the other
+    network's peaks; each network then fits its own hard view (its own cutout, affine and
+    tile plans) to its pseudo-labels.
 
     Args:
-        student: the network being trained (``SimpleBaseline``), possibly DDP-wrapped.
+        student: the network being trained (network A of the dual methods), possibly
+            DDP-wrapped.
         config: the options.
         skeleton: joint layout (flip pairs).
-        generators: CPU generators, one per :data:`STREAMS` entry
+        generators: CPU generators, one per stream of ``config.streams``
             (:func:`step_generators`).
         amp: run the forward passes under CUDA autocast (bfloat16).
+        partner: network B of the dual methods (same architecture, its own
+            initialisation), possibly DDP-wrapped; ``None`` for the others.
 
     Raises:
-        ValueError: if ``generators`` lacks a stream or has an unknown one, or on mixing
-            options the model cannot take (unknown stage names, a bad group size or
-            grid), raised by :class:`~posemum_aug.mix.PoseMUM`.
+        ValueError: if ``generators`` lacks a stream or has an unknown one, if ``partner``
+            is missing for a dual method or given for another, or on mixing options the
+            model cannot take (unknown stage names, a bad group size or grid), raised by
+            :class:`~posemum_aug.mix.PoseMUM`.
     """
 
     def __init__(
@@ -448,50 +614,58 @@ class SSHPEMethod:
         generators: dict[str, torch.Generator],
         *,
         amp: bool = False,
+        partner: nn.Module | None = None,
     ) -> None:
-        if sorted(generators) != sorted(STREAMS):
-            raise ValueError(f"generators must have the streams {STREAMS}, got {tuple(generators)}")
-        self.student = student
+        if sorted(generators) != sorted(config.streams):
+            raise ValueError(
+                f"generators must have the streams {config.streams}, got {tuple(generators)}"
+            )
+        if (partner is not None) != config.dual:
+            needs = "needs a partner network" if config.dual else "takes no partner network"
+            raise ValueError(f"method {config.method!r} {needs}")
         self.config = config
         self.skeleton = skeleton
         self.generators = generators
         self.amp = amp
-        self.teacher = build_teacher(student, config)
-        self.labeled_affine, self.unlabeled_affine, self.hard_affine = (
-            RandomPoseAffine(
-                scale_sigma=config.scale_sigma,
-                scale_range=config.scale_range,
-                rotation_sigma=config.rotation_sigma,
-                rotation_limit=config.rotation_limit,
-                rotation_p=p,
-                generator=generators[stream],
-            )
-            for p, stream in (
-                (config.rotation_p, "labeled_view"),
-                (config.rotation_p, "unlabeled_view"),
-                (config.hard_rotation_p, "hard_view"),
-            )
+        self.labeled_affine, self.unlabeled_affine = (
+            _view_affine(config, config.rotation_p, generators[stream])
+            for stream in ("labeled_view", "unlabeled_view")
         )
-        self.cutout = JointCutout(
-            config.cutout_joints,
-            config.cutout_jitter,
-            config.cutout_half_size,
-            generator=generators["cutout"],
-        )
-        self.mum: PoseMUM | None = None
-        self._handle: MixHandle | None = None
-        #: The pseudo-labels of the last :meth:`unsupervised_loss`, for diagnostics.
+        self.learners = [Learner.build(student, config, generators)]
+        if partner is not None:
+            self.learners.append(Learner.build(partner, config, generators, "_b"))
+        #: The pseudo-labels of the first network in the last unlabelled step, for
+        #: diagnostics.
         self.last_pseudo: PseudoLabels | None = None
-        if config.method == "posemum":
-            self.mum = PoseMUM(
-                group_size=config.mix_group,
-                grid=config.mix_grid,
-                p=config.mix_p,
-                p_feature=config.mix_p_feature,
-                feature_mode=config.mix_feature_mode,
-                generator=generators["mixing"],
+
+    @property
+    def student(self) -> nn.Module:
+        """The (first) network being trained, whose results are the method's."""
+        return self.learners[0].student
+
+    @property
+    def teacher(self) -> Teacher:
+        """The first network's teacher."""
+        return self.learners[0].teacher
+
+    @property
+    def models(self) -> dict[str, nn.Module]:
+        """Every network to checkpoint and evaluate, by its key: ``student``, ``teacher``,
+        and ``student_b``, ``teacher_b`` for the dual methods (students unwrapped from DDP)."""
+        return {
+            name: module
+            for learner in self.learners
+            for name, module in (
+                (learner.name, unwrap(learner.student)),
+                ("teacher" + learner.suffix, learner.teacher),
             )
-            self._handle = self.mum.attach(unwrap(student), config.mix_at, config.unmix_at)
+        }
+
+    def train(self) -> None:
+        """Put the students and teachers in training mode (EMAN teachers stay in eval mode)."""
+        for learner in self.learners:
+            learner.student.train()
+            learner.teacher.train()
 
     def _autocast(self) -> Any:
         if not self.amp:
@@ -533,8 +707,10 @@ class SSHPEMethod:
         )
         return affine, view
 
-    def supervised_loss(self, image: Tensor, keypoints: Tensor, visibility: Tensor) -> Tensor:
-        """Joint-weighted MSE of the student on the easy view of labelled crops.
+    def supervised_losses(
+        self, image: Tensor, keypoints: Tensor, visibility: Tensor
+    ) -> list[Tensor]:
+        """Joint-weighted MSE of every network on one easy view of labelled crops.
 
         Args:
             image: ``(B, 3, H, W)`` base crops.
@@ -542,55 +718,75 @@ class SSHPEMethod:
             visibility: ``(B, K)`` COCO visibility (``> 0`` is labelled).
 
         Returns:
-            A scalar loss.
+            A scalar loss per learner.
         """
         _, view = self.easy_view(image, keypoints, visibility, stream="labeled_view")
-        with self._mixing(self.config.mix_labeled), self._autocast():
-            pred = self.student(view.image)
-        stride = heatmap_stride(image, pred)
         keypoints, visibility = cast(Tensor, view.keypoints), cast(Tensor, view.visibility)
-        target, weights = render_heatmaps(
-            keypoints / stride,
-            visibility,
-            pred.shape[-2:],
-            self.config.sigma,
-            unbiased=self.config.unbiased,
-        )
-        return joint_mse(pred, target, weights)
+        losses = []
+        for learner in self.learners:
+            with learner.mixing(self.config.mix_labeled), self._autocast():
+                pred = learner.student(view.image)
+            target, weights = render_heatmaps(
+                keypoints / heatmap_stride(image, pred),
+                visibility,
+                pred.shape[-2:],
+                self.config.sigma,
+                unbiased=self.config.unbiased,
+            )
+            losses.append(joint_mse(pred, target, weights))
+        return losses
 
-    def _mixing(self, enabled: bool) -> Any:
-        if self.mum is None or enabled:
-            return nullcontext()
-        return self.mum.paused()
+    @contextmanager
+    def unmixed(self) -> Iterator[None]:
+        """A context in which the students run without Pose-MUM mixing."""
+        with ExitStack() as stack:
+            for learner in self.learners:
+                stack.enter_context(learner.mixing(False))
+            yield
 
-    def unmixed(self) -> Any:
-        """A context in which the student runs without Pose-MUM mixing."""
-        return self._mixing(False)
+    @contextmanager
+    def _pseudo_label_source(self, index: int) -> Iterator[nn.Module]:
+        """The network whose heatmaps learner ``index`` fits, ready to run: its teacher, or
+        the other network of a dual method (unwrapped, in training mode with its mixing
+        paused and, unless ``hard_bn_stats="update"``, its running statistics frozen)."""
+        if not self.config.dual:
+            yield self.learners[index].teacher
+            return
+        network = unwrap(self.learners[1 - index].student)
+        frozen = self.config.hard_bn_stats == "frozen"
+        with (
+            self.learners[1 - index].mixing(False),
+            frozen_running_stats(network) if frozen else nullcontext(),
+        ):
+            yield network
 
     @torch.no_grad()
-    def pseudo_labels(self, image: Tensor) -> tuple[Tensor, Tensor]:
-        """Teacher heatmaps on ``image`` and the filters' per-joint weights.
+    def pseudo_labels(self, image: Tensor, index: int = 0) -> tuple[Tensor, Tensor]:
+        """The pseudo-labels of learner ``index`` on ``image`` and the filters' weights.
 
         Args:
             image: ``(B, 3, H, W)`` easy views.
+            index: the learner (0, or 1 for network B of the dual methods).
 
         Returns:
-            ``(targets, weights)``: ``(B, K, h, w)`` and ``(B, K)`` (ones without filters).
+            ``(targets, weights)``: ``(B, K, h, w)`` heatmaps of its teacher (the other
+            network for the dual methods) and ``(B, K)`` weights (ones without filters).
         """
         config = self.config
-        with self._autocast():
-            heatmaps = self.teacher(image).float()
+        with self._pseudo_label_source(index) as source, self._autocast():
+            heatmaps = source(image).float()
+            mirrored = None
+            if config.flip_consistency is not None:
+                mirrored = source(image.flip(-1)).float()
         weights = heatmaps.new_ones(heatmaps.shape[:2])
         if config.confidence is not None:
             weights = weights * confidence_weights(
                 heatmaps, config.confidence, mode=config.confidence_mode
             )
         if config.flip_consistency is not None:
-            with self._autocast():
-                mirrored = self.teacher(image.flip(-1)).float()
             weights = weights * flip_consistency_weights(
                 heatmaps,
-                mirrored,
+                cast(Tensor, mirrored),
                 self.skeleton.flip_index,
                 config.flip_consistency,
                 stride=heatmap_stride(image, heatmaps),
@@ -607,30 +803,41 @@ class SSHPEMethod:
             weights = weights * kept
         return heatmaps, weights
 
-    def unsupervised_loss(self, image: Tensor) -> Tensor:
-        """PoseCons on unlabelled crops: teacher on the easy view, student on the hard view.
+    def unsupervised_losses(self, image: Tensor) -> list[Tensor]:
+        """PoseCons on unlabelled crops for every learner: pseudo-labels on one easy view,
+        each network fitted on its own hard view.
 
         Args:
             image: ``(B, 3, H, W)`` base crops (labels, if any, are not used).
 
         Returns:
-            A scalar loss.
+            A scalar loss per learner.
         """
         affine, easy = self.easy_view(image, stream="unlabeled_view")
-        targets, weights = self.pseudo_labels(easy.image)
-        self.last_pseudo = PseudoLabels(affine, easy, targets, weights)
-        hard_image = easy.image
+        pseudo = [self.pseudo_labels(easy.image, i) for i in range(len(self.learners))]
+        self.last_pseudo = PseudoLabels(affine, easy, *pseudo[0])
+        return [
+            self._hard_view_loss(learner, easy.image, targets, weights)
+            for learner, (targets, weights) in zip(self.learners, pseudo, strict=True)
+        ]
+
+    def _hard_view_loss(
+        self, learner: Learner, easy: Tensor, targets: Tensor, weights: Tensor
+    ) -> Tensor:
+        """The learner's hard view of ``easy`` (cutout at the peaks of ``targets``, extra
+        affine), its student's output there fitted to ``targets`` warped alike."""
+        hard_image = easy
         if self.config.joint_cutout:
-            stride = heatmap_stride(image, targets)
+            stride = heatmap_stride(easy, targets)
             peaks, _ = decode_heatmaps(targets, refine=self.config.decode)
-            hard_image = self.cutout(hard_image, peaks * stride).image
-        hard = self.hard_affine(hard_image, heatmaps=targets)
+            hard_image = learner.cutout(hard_image, peaks * stride).image
+        hard = learner.hard_affine(hard_image, heatmaps=targets)
         frozen = self.config.hard_bn_stats == "frozen"
         with (
             self._autocast(),
-            frozen_running_stats(unwrap(self.student)) if frozen else nullcontext(),
+            frozen_running_stats(unwrap(learner.student)) if frozen else nullcontext(),
         ):
-            pred = self.student(hard.image)
+            pred = learner.student(hard.image)
         return joint_mse(pred, cast(Tensor, hard.heatmaps), weights)
 
     def losses(
@@ -644,21 +851,31 @@ class SSHPEMethod:
             unlabeled: a batch with ``image``, or ``None`` for ``supervised``.
 
         Returns:
-            ``{"loss", "sup"}`` plus ``"unsup"`` for the semi-supervised methods.
+            ``{"loss", "sup"}`` plus ``"unsup"`` for the semi-supervised methods, and
+            ``"sup_b"``, ``"unsup_b"`` (network B's) for the dual methods; ``"loss"`` is the
+            sum over the networks of ``sup + weight x unsup`` (their parameters are
+            disjoint, so each network gets the gradient of its own loss).
 
         Raises:
             ValueError: if a semi-supervised method gets no unlabelled batch.
         """
-        sup = self.supervised_loss(labeled["image"], labeled["keypoints"], labeled["visibility"])
+        sup = self.supervised_losses(labeled["image"], labeled["keypoints"], labeled["visibility"])
+        names = [learner.suffix for learner in self.learners]
         if not self.config.semi_supervised:
-            return {"loss": sup, "sup": sup}
+            return {"loss": sup[0], "sup": sup[0]}
         if unlabeled is None:
             raise ValueError(f"method {self.config.method!r} needs an unlabelled batch")
         weight = self.unsup_weight
         if weight == 0.0:  # burn-in (or a zero weight): no unlabelled pass
-            return {"loss": sup, "sup": sup, "unsup": torch.zeros_like(sup)}
-        unsup = self.unsupervised_loss(unlabeled["image"])
-        return {"loss": sup + weight * unsup, "sup": sup, "unsup": unsup}
+            unsup = [torch.zeros_like(s) for s in sup]
+            parts = sup
+        else:
+            unsup = self.unsupervised_losses(unlabeled["image"])
+            parts = [s + weight * u for s, u in zip(sup, unsup, strict=True)]
+        losses = {"loss": sum(parts[1:], parts[0])}
+        for name, s, u in zip(names, sup, unsup, strict=True):
+            losses |= {"sup" + name: s, "unsup" + name: u}
+        return losses
 
     @property
     def unsup_weight(self) -> float:
@@ -671,14 +888,14 @@ class SSHPEMethod:
         return config.unsup_weight
 
     def update_teacher(self) -> float:
-        """One EMA step of the teacher after ``optimizer.step()``; returns the momentum."""
-        return self.teacher.update(self.student)
+        """One EMA step of every teacher after ``optimizer.step()``; returns the momentum."""
+        momenta = [learner.teacher.update(learner.student) for learner in self.learners]
+        return momenta[0]
 
     def close(self) -> None:
-        """Remove the mixing hooks from the student."""
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        """Remove the mixing hooks from the students."""
+        for learner in self.learners:
+            learner.close()
 
 
 @torch.no_grad()

@@ -1,13 +1,16 @@
-"""SimpleBaseline pose networks (Xiao et al., ECCV 2018) with ResNet backbones written here.
+"""The trainer's pose networks: SimpleBaseline (Xiao et al., ECCV 2018) with ResNet backbones
+written here, HRNet (:mod:`sshpe.hrnet`), and :func:`build_model` to pick one by name.
 
 No torchvision and no downloads: the ResNet-18 / ResNet-50 backbones are defined in this
-file, with a width multiplier so that the default synthetic job trains on a laptop CPU.
-The network's children are named stages, in forward order::
+file (their blocks in :mod:`sshpe.blocks`), with a width multiplier so that the default
+synthetic job trains on a laptop CPU. The network's children are named stages, in forward
+order::
 
     stem -> layer1 -> layer2 -> layer3 -> layer4 -> deconv -> head
 
 so :meth:`posemum_aug.mix.PoseMUM.attach` can mix at the input (``""``) and after
-``layer1``..``layer3`` and unmix after ``layer4``, before the deconvolution head.
+``layer1``..``layer3`` and unmix after ``layer4``, before the deconvolution head
+(:func:`mix_points` gives each network's default points).
 
 Example:
     >>> import torch
@@ -21,74 +24,23 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 from torch import nn
 
-Arch = Literal["resnet18", "resnet50"]
+from sshpe.blocks import BasicBlock, Bottleneck, init_pose_weights
+from sshpe.hrnet import HRNet, classifier_state
+
+ResNetArch = Literal["resnet18", "resnet50"]
+#: Every network of ``--arch``.
+Arch = Literal["resnet18", "resnet50", "hrnet_w32", "hrnet_w48"]
 
 #: Blocks per stage of each backbone (He et al., 2016).
 _DEPTHS: dict[str, tuple[int, int, int, int]] = {
     "resnet18": (2, 2, 2, 2),
     "resnet50": (3, 4, 6, 3),
 }
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity (or 1x1 projection) shortcut (ResNet-18/34)."""
-
-    expansion = 1
-
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
-        super().__init__()
-        out = channels * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_channels, out, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        out: torch.Tensor = self.relu(self.bn2(self.conv2(y)) + identity)
-        return out
-
-
-class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (strided) -> 1x1 convolutions, 4x channel expansion (ResNet-50/101)."""
-
-    expansion = 4
-
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
-        super().__init__()
-        out = channels * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.conv3 = nn.Conv2d(channels, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_channels, out, stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        out: torch.Tensor = self.relu(self.bn3(self.conv3(y)) + identity)
-        return out
-
-
-def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Sequential | None:
-    if stride == 1 and in_channels == out_channels:
-        return None
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-        nn.BatchNorm2d(out_channels),
-    )
 
 
 class SimpleBaseline(nn.Module):
@@ -116,7 +68,14 @@ class SimpleBaseline(nn.Module):
         torch.Size([1, 14, 16, 16])
     """
 
-    def __init__(self, arch: Arch = "resnet18", num_joints: int = 17, width: float = 1.0) -> None:
+    #: Pose-MUM's default mixing points: the input and ``layer1``..``layer3``.
+    MIX_AT: tuple[str, ...] = ("", "layer1", "layer2", "layer3")
+    #: Pose-MUM's default unmix point: ``layer4``, before the deconvolutions.
+    UNMIX_AT = "layer4"
+
+    def __init__(
+        self, arch: ResNetArch = "resnet18", num_joints: int = 17, width: float = 1.0
+    ) -> None:
         super().__init__()
         if arch not in _DEPTHS:
             raise ValueError(f"arch must be one of {sorted(_DEPTHS)}, got {arch!r}")
@@ -155,27 +114,7 @@ class SimpleBaseline(nn.Module):
             in_channels = deconv_channels
         self.deconv = nn.Sequential(*layers)
         self.head = nn.Conv2d(deconv_channels, num_joints, 1)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He init for the backbone, N(0, 0.001) for the deconvolutions and the head, BN at
-        # identity, and the last BN of every residual branch at zero (Goyal et al., 2017):
-        # each block starts as the identity, which trains from scratch markedly faster.
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=0.001)
-            elif isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        for m in self.modules():
-            if isinstance(m, BasicBlock):
-                nn.init.zeros_(m.bn2.weight)
-            elif isinstance(m, Bottleneck):
-                nn.init.zeros_(m.bn3.weight)
-        nn.init.normal_(self.head.weight, std=0.001)
-        nn.init.zeros_(cast(torch.Tensor, self.head.bias))
+        init_pose_weights(self, self.head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Heatmaps ``(B, K, H/4, W/4)`` for normalised crops ``(B, 3, H, W)``."""
@@ -185,7 +124,48 @@ class SimpleBaseline(nn.Module):
         return heatmaps
 
 
-def load_pretrained(model: SimpleBaseline, path: str | Path) -> list[str]:
+#: A network of :func:`build_model`.
+PoseNet = SimpleBaseline | HRNet
+
+
+def build_model(arch: Arch, num_joints: int, width: float = 1.0) -> PoseNet:
+    """The network ``arch`` (``--arch``) with ``num_joints`` heatmaps and a channel multiplier.
+
+    Args:
+        arch: ``"resnet18"`` or ``"resnet50"`` (:class:`SimpleBaseline`), ``"hrnet_w32"``
+            or ``"hrnet_w48"`` (:class:`~sshpe.hrnet.HRNet`).
+        num_joints: ``K``.
+        width: channel multiplier (1 = the paper's network).
+
+    Returns:
+        The network, heatmaps ``(B, K, H/4, W/4)`` from ``(B, 3, H, W)`` crops.
+
+    Raises:
+        ValueError: on an unknown ``arch`` or a bad ``num_joints`` / ``width``.
+
+    Example:
+        >>> type(build_model("hrnet_w32", 17, 0.125)).__name__
+        'HRNet'
+    """
+    if arch in ("hrnet_w32", "hrnet_w48"):
+        return HRNet(arch, num_joints, width)
+    if arch in ("resnet18", "resnet50"):
+        return SimpleBaseline(arch, num_joints, width)
+    raise ValueError(f"arch must be one of resnet18, resnet50, hrnet_w32, hrnet_w48, got {arch!r}")
+
+
+def mix_points(arch: Arch) -> tuple[tuple[str, ...], str]:
+    """The default Pose-MUM ``(mix_at, unmix_at)`` of the network ``arch``.
+
+    Example:
+        >>> mix_points("hrnet_w48")
+        (('', 'stem', 'stage2', 'stage3'), 'stage4')
+    """
+    network = HRNet if arch.startswith("hrnet") else SimpleBaseline
+    return network.MIX_AT, network.UNMIX_AT
+
+
+def load_pretrained(model: PoseNet, path: str | Path) -> list[str]:
     """Load user-supplied weights into ``model``, checking every name and shape.
 
     Two layouts are accepted:
@@ -198,6 +178,10 @@ def load_pretrained(model: SimpleBaseline, path: str | Path) -> list[str]:
     - an ImageNet ResNet classifier in the common ``conv1 / bn1 / layer1..4 / fc`` layout
       (as saved by most model zoos, with ``width=1.0``): the backbone is loaded, ``fc`` is
       dropped and the deconvolutions and head keep their initialisation.
+    - for an :class:`~sshpe.hrnet.HRNet`, an ImageNet HRNet classifier of the common
+      releases (``conv1, bn1, conv2, bn2, layer1, transition1, stage2, ...``): the backbone
+      is loaded, the classifier's head is dropped (:func:`~sshpe.hrnet.classifier_state`)
+      and the heatmap head keeps its initialisation.
 
     Args:
         model: the network to fill in place.
@@ -220,6 +204,8 @@ def load_pretrained(model: SimpleBaseline, path: str | Path) -> list[str]:
         skip = [k for k in own if k.startswith("head.")]
         if all(k in state and state[k].shape == own[k].shape for k in skip):
             skip = []
+    elif "conv1.weight" in state and isinstance(model, HRNet):
+        state, skip = classifier_state(state, model)
     elif "conv1.weight" in state:
         rename = {"conv1.": "stem.0.", "bn1.": "stem.1."}
         state = {
@@ -230,8 +216,8 @@ def load_pretrained(model: SimpleBaseline, path: str | Path) -> list[str]:
         skip = [k for k in own if k.startswith(("deconv.", "head."))]
     else:
         raise ValueError(
-            f"{str(path)!r} holds neither a SimpleBaseline nor a ResNet state dict "
-            f"(first keys: {list(state)[:3]})"
+            f"{str(path)!r} holds neither a {type(model).__name__} nor an ImageNet classifier "
+            f"state dict (first keys: {list(state)[:3]})"
         )
     expected = {k: v for k, v in own.items() if k not in skip}
     state = {k: v for k, v in state.items() if k not in skip}
