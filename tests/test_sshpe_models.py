@@ -443,6 +443,10 @@ def test_a_partner_network_is_for_the_dual_methods_only() -> None:
         SSHPEMethod(Pool(), dual, SKELETON, step_generators(0, streams=dual.streams))
     with pytest.raises(ValueError, match="'posemum' takes no partner network"):
         SSHPEMethod(Pool(), MethodConfig(), SKELETON, step_generators(0), partner=Pool())
+    network = Pool()
+    with pytest.raises(ValueError, match="another network"):
+        SSHPEMethod(network, dual, SKELETON, step_generators(0, streams=dual.streams),
+                    partner=network)  # fmt: skip
 
 
 def test_predict_heatmaps_flip_test_maps_the_mirror_back() -> None:

@@ -88,7 +88,7 @@ def test_resume_equals_uninterrupted(method: str, data: list[str], tmp_path: Pat
     common = [
         *data, *TINY, "--method", method, "--steps", "7", "--ckpt-every", "2",
         "--log-every", "2", "--lr-milestones", "0.5", "--momentum-warmup", "4",
-        "--filter-confidence", "0.0", "--mix-feature-mode", "all",
+        "--filter-confidence", "0.0", "--mix-feature-mode", "all", "--pseudo-every", "2",
     ]  # fmt: skip
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     assert _run([*common, "--out", str(whole)]) == 0
@@ -100,6 +100,7 @@ def test_resume_equals_uninterrupted(method: str, data: list[str], tmp_path: Pat
     assert _run([*common, "--out", str(parts), "--resume"]) == 0
 
     assert _metrics(parts) == _metrics(whole)
+    assert sum("pseudo_pck" in r for r in _metrics(whole)) == 3  # diagnostics of network A
     a = torch.load(whole / "checkpoint.pt", weights_only=True)
     b = torch.load(parts / "checkpoint.pt", weights_only=True)
     assert [key for key in a if key.startswith(("student", "teacher"))] == NETWORKS[method]

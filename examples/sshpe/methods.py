@@ -166,8 +166,8 @@ class MethodConfig:
             methods it also rules each network's pass on the easy view that makes the
             other's targets.
         teacher: ``"ema"`` (:class:`~posemum_aug.teacher.MeanTeacher`) or ``"eman"``
-            (:class:`~posemum_aug.teacher.EMANTeacher`); left out (``None``): ``"ema"``
-            for ``consistency`` and ``"eman"`` otherwise (for ``supervised`` and the dual
+            (:class:`~posemum_aug.teacher.EMANTeacher`) (default: ``"ema"`` for
+            ``consistency`` and ``"eman"`` otherwise; for ``supervised`` and the dual
             methods, the copy kept for evaluation).
         momentum: teacher EMA momentum, the weight kept on the teacher (EMAN: 0.999).
         momentum_warmup: steps of MUM's linear momentum ramp from ``momentum_start``; 0 = off.
@@ -513,6 +513,7 @@ class Learner:
             ValueError: on mixing options the model cannot take, from
                 :class:`~posemum_aug.mix.PoseMUM`.
         """
+        teacher = build_teacher(student, config)  # before the hooks: a plain copy
         mum, handle = None, None
         if config.mixing:
             mum = PoseMUM(
@@ -527,7 +528,7 @@ class Learner:
         return cls(
             name="student" + suffix,
             student=student,
-            teacher=build_teacher(student, config),
+            teacher=teacher,
             cutout=JointCutout(
                 config.cutout_joints,
                 config.cutout_jitter,
@@ -601,7 +602,8 @@ class SSHPEMethod:
 
     Raises:
         ValueError: if ``generators`` lacks a stream or has an unknown one, if ``partner``
-            is missing for a dual method or given for another, or on mixing options the
+            is missing for a dual method, given for another or is ``student``, or on
+            mixing options the
             model cannot take (unknown stage names, a bad group size or grid), raised by
             :class:`~posemum_aug.mix.PoseMUM`.
     """
@@ -623,6 +625,8 @@ class SSHPEMethod:
         if (partner is not None) != config.dual:
             needs = "needs a partner network" if config.dual else "takes no partner network"
             raise ValueError(f"method {config.method!r} {needs}")
+        if partner is student:
+            raise ValueError("partner must be another network than student")
         self.config = config
         self.skeleton = skeleton
         self.generators = generators
