@@ -16,7 +16,7 @@ Outputs in ``--out``: ``config.json`` (the resolved configuration), ``metrics.js
 (losses, diagnostics and evaluations, one JSON object per line), ``checkpoint.pt``
 (``--resume`` continues it exactly), ``results.json`` and the COCO result files of the
 final evaluation, ``curves.png`` and ``predictions.png``. Exit status: 0 done, 2 bad input,
-3 training diverged (the last good checkpoint is kept).
+3 training diverged (the last good checkpoint is kept), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from sshpe.checkpoint import (
     save_atomic,
     set_rng_state,
 )
-from sshpe.cli import UsageError, parse_config
+from sshpe.cli import UsageError, error_line, parse_config
 from sshpe.config import DataConfig, TrainConfig
 from sshpe.diagnostics import joint_groups, plot_training_curves, step_diagnostics
 from sshpe.loaders import (
@@ -59,7 +60,8 @@ from sshpe.loaders import (
 from sshpe.methods import SSHPEMethod, step_generators
 from sshpe.metrics_log import MetricsLog, finite_or_none
 from sshpe.models import build_model, load_pretrained
-from sshpe.rundir import prepare_run_folder, write_json
+from sshpe.outputs import claim
+from sshpe.rundir import locked_run_folder, prepare_run_folder, write_json
 from sshpe.runtime import NO_BUFFER_BROADCAST, Distributed, resolve_device
 from sshpe.validation import draw_predictions, evaluate_models, results_table
 
@@ -74,7 +76,13 @@ def total_steps(config: TrainConfig, labeled: int, world_size: int) -> int:
     if schedule.steps is not None:
         return schedule.steps
     epochs = float(schedule.epochs or 0)
-    return max(1, math.ceil(epochs * labeled / (schedule.batch_size * world_size)))
+    steps = epochs * labeled / (schedule.batch_size * world_size)
+    if steps >= 2**63:
+        raise ValueError(
+            f"--epochs {epochs:g} over {labeled} labelled people make {steps:.3g} steps; give "
+            "fewer epochs"
+        )
+    return max(1, math.ceil(steps))
 
 
 def finite_weights(*models: nn.Module) -> bool:
@@ -88,9 +96,12 @@ def finite_weights(*models: nn.Module) -> bool:
     return bool(torch.stack(states).all())
 
 
-def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, Any] | None:
+def train(
+    config: TrainConfig, data: DataConfig, ddp: Distributed, held: ExitStack
+) -> dict[str, Any] | None:
     """Set up, train and evaluate; returns ``results.json``'s content (``None`` if stopped
-    early by ``--stop-after``).
+    early by ``--stop-after``). The main process locks the run folder into ``held``, which
+    the caller closes however the run ends.
 
     Raises:
         Diverged: when a loss or a weight is not finite at a check (every log line and
@@ -99,7 +110,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     run, method_config, schedule = config.runtime, config.method, config.schedule
     device = ddp.device
     torch.manual_seed(schedule.seed)  # the same initial weights on every rank
-    sets = build_datasets(data, config.model, semi_supervised=method_config.semi_supervised)
+    sets = build_datasets(data, config)
     workers = run.workers if run.workers is not None else 4 * (device.type == "cuda")
     datasets: list[Any] = [sets.labeled, sets.unlabeled, sets.val]
     if use_crop_cache(run.cache_crops, workers, config.model.input_size, datasets):
@@ -139,14 +150,20 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, schedule.lr_gamma)
 
     if ddp.main:  # every input is checked: now the run folder may be written
+        held.enter_context(locked_run_folder(run.out))
         prepare_run_folder(config)
     ddp.barrier()
     path = run.out / CHECKPOINT
     start, window, running = 0, 0, {}  # the losses summed since the last log line
+    logged = 0  # the lines of metrics.jsonl when the checkpoint was written
     if run.resume:
         ckpt = resume_checkpoint(path, config, ddp.world_size)
-        if ckpt["step"] == ckpt["total_steps"] and (run.out / "results.json").is_file():
-            return {**json.loads((run.out / "results.json").read_text()), "finished": True}
+        finished = run.out / "results.json"
+        if ckpt["step"] == ckpt["total_steps"] and finished.is_file():
+            earlier = json.loads(finished.read_text())
+            # other evaluation options (which --resume may change) evaluate the run again
+            if earlier.get("config", {}).get("evaluation") == config.to_json()["evaluation"]:
+                return {**earlier, "finished": True}
         missing = [name for name in method.models if name not in ckpt]
         if missing:
             raise CheckpointError(f"--resume: {path} has no {', '.join(missing)}")
@@ -157,7 +174,9 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
         set_rng_state(generators, ckpt["rng"][ddp.rank], path)
         start, window = int(ckpt["step"]), int(ckpt["loss_window"]["start"])
         running = {k: v.to(device) for k, v in ckpt["loss_window"]["sums"].items()}
-    log = MetricsLog(run.out, ddp.main, start if run.resume else None, tensorboard=run.tensorboard)
+        logged = int(ckpt["log_lines"])
+    resumed = start if run.resume else None
+    log = MetricsLog(run.out, ddp.main, resumed, logged, tensorboard=run.tensorboard)
     last_good = start if run.resume else None
 
     def checkpoint(step: int) -> None:
@@ -174,6 +193,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
                 "scheduler": scheduler.state_dict(),
                 "rng": rng,
                 "loss_window": {"start": window, "sums": sums},
+                "log_lines": log.lines,
             }
             save_atomic(state, path)
 
@@ -269,6 +289,7 @@ def train(config: TrainConfig, data: DataConfig, ddp: Distributed) -> dict[str, 
             log.write({"step": steps, "eval": metrics})
             results = {"step": steps, "metrics": metrics, "config": config.to_json()}
             write_json(run.out / "results.json", results)
+            claim(run.out, run.out / "curves.png")
             plot_training_curves(log.path, run.out / "curves.png")
             if run.vis_count > 0:
                 draw_predictions(
@@ -286,6 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     started = time.perf_counter()
     ddp: Distributed | None = None
+    held = ExitStack()  # the run folder's lock, released however the run ends
     try:
         config = parse_config(argv)
         ddp = Distributed(resolve_device(config.runtime.device))
@@ -296,14 +318,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             ddp.barrier()
             if not ddp.main:
                 data = synthetic_data(data, config.runtime.cache, progress=False)
-        results = train(config, data, ddp)
+        results = train(config, data, ddp, held)
     except (UsageError, ValueError, OSError, CheckpointError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
+        print(f"train.py: error: {error_line(err)}", file=sys.stderr)
         return 2
     except Diverged as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        print(
+            "train.py: interrupted; --resume continues from the last checkpoint, if one "
+            "was written",
+            file=sys.stderr,
+        )
+        return 130
     finally:
+        held.close()
         if ddp is not None:
             ddp.close()
     if results and ddp.main:

@@ -4,26 +4,31 @@ one-line errors.
 A checkpoint holds the step, the configuration, the student, the teacher, the optimiser
 and scheduler, every process's random states and the loss sums of the open log window.
 It is written to a temporary file and renamed over the last one, so a kill or a full disk
-never leaves a damaged checkpoint in place of a good one.
+never leaves a damaged checkpoint in place of a good one, with a SHA-256 :func:`checksum`
+of its whole content (every tensor's bytes included), so that bytes changed on disk later
+are found when it is read: a flipped bit in a weight would otherwise resume silently.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
-import pickle
-import zipfile
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sshpe.config import TrainConfig
+from sshpe.outputs import claim
 
 __all__ = [
     "CHECKPOINT",
     "KEYS",
     "CheckpointError",
+    "checksum",
     "load_checkpoint",
     "resume_checkpoint",
     "rng_state",
@@ -45,6 +50,8 @@ KEYS = (
     "scheduler",
     "rng",
     "loss_window",
+    "log_lines",
+    "checksum",
 )
 
 
@@ -90,39 +97,97 @@ def set_rng_state(
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
+def checksum(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content, the same before ``torch.save`` and after
+    ``torch.load``: every tensor's dtype, shape and bytes, every other value's type and
+    ``repr``, dicts in the order of their keys' ``repr``.
+
+    Example:
+        >>> state = {"step": 3, "w": torch.ones(2)}
+        >>> checksum(state) == checksum({"w": torch.ones(2), "step": 3})
+        True
+        >>> checksum(state) == checksum({"step": 3, "w": torch.tensor([1.0, 1.5])})
+        False
+    """
+    digest = hashlib.sha256()
+    _feed(digest, obj)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        tensor = obj.detach().cpu().contiguous()
+        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(obj, dict):
+        digest.update(f"dict {len(obj)};".encode())
+        for key in sorted(obj, key=repr):
+            _feed(digest, key)
+            _feed(digest, obj[key])
+    elif isinstance(obj, list | tuple):
+        digest.update(f"{type(obj).__name__} {len(obj)};".encode())
+        for item in obj:
+            _feed(digest, item)
+    else:
+        digest.update(f"{type(obj).__name__} {obj!r};".encode())
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` of ``obj`` and its :func:`checksum` (under ``"checksum"``) to a
+    temporary file in the same folder, then rename it over ``path`` (claimed first, see
+    :func:`sshpe.outputs.claim`); an interrupted or failed write leaves no temporary file.
 
     Raises:
         CheckpointError: if the file cannot be written (the old one is kept).
     """
     tmp = path.with_name(f".{path.name}.tmp")
+    claim(path.parent, path)
     try:
-        torch.save(obj, tmp)
+        torch.save({**obj, "checksum": checksum(obj)}, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:
+    except BaseException as e:  # also Ctrl-C: never leave a full-size temporary file
         tmp.unlink(missing_ok=True)
-        full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "write failed" in str(e)
-        reason = "the disk is full" if full else str(e).splitlines()[0]
-        raise CheckpointError(f"cannot write the checkpoint {path}: {reason}") from None
+        if not isinstance(e, OSError | RuntimeError):
+            raise
+        raise CheckpointError(
+            f"cannot write the checkpoint {path}: {_write_failure(e, path)}"
+        ) from None
+
+
+def _write_failure(error: OSError | RuntimeError, path: Path) -> str:
+    """Why ``torch.save`` failed, in words: a full disk (``torch.save`` reports a short
+    write as ``file write failed`` or ``unexpected pos``), else its first line without
+    the C++ source location."""
+    message = re.sub(r"\[enforce fail at [^\]]*\]\W*", "", str(error)).strip()
+    short = "write failed" in message or "unexpected pos" in message
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or short:
+        free = shutil.disk_usage(path.parent).free / 2**20
+        return f"the disk is full or the write was cut short ({free:.0f} MiB free there)"
+    return message.splitlines()[0] if message else type(error).__name__
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_atomic`, checked to have every entry of
-    :data:`KEYS`.
+    :data:`KEYS` and the content its checksum was computed on.
+
+    Returns:
+        The checkpoint, without its ``"checksum"``.
 
     Raises:
-        CheckpointError: if the file is missing, truncated, not a checkpoint, or lacks an
-            entry; the message names the file.
+        CheckpointError: if the file is missing, empty, truncated, not a checkpoint, lacks
+            an entry, or its content no longer matches its checksum; the message names
+            the file.
     """
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty; remove it to start over")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except Exception as e:  # any bytes reach the unpickler: KeyError, ValueError, ...
         raise CheckpointError(
-            f"{path} is damaged or not a checkpoint ({reason}); remove it to start over"
+            f"{path} is damaged or not a checkpoint written by torch.save ({_reason(e)}); "
+            "remove it to start over"
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a checkpoint of this trainer")
@@ -132,7 +197,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a checkpoint of this trainer (no {', '.join(missing)}; "
             "written by an older train.py?)"
         )
+    stored = ckpt.pop("checksum")
+    if checksum(ckpt) != stored:
+        raise CheckpointError(
+            f"{path} is damaged: its content no longer matches the checksum written with it "
+            "(bytes changed on disk); resume from a copy, or remove it to start over"
+        )
     return ckpt
+
+
+def _reason(error: Exception) -> str:
+    """An exception as ``Type: first line`` (``Type`` alone when it has no message)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def resume_checkpoint(path: Path, config: TrainConfig, world_size: int) -> dict[str, Any]:

@@ -40,7 +40,14 @@ from sshpe.config import (
     load_config_file,
 )
 
-__all__ = ["UsageError", "build_parser", "field_help", "parse_config", "profile_flags"]
+__all__ = [
+    "UsageError",
+    "build_parser",
+    "error_line",
+    "field_help",
+    "parse_config",
+    "profile_flags",
+]
 
 
 class UsageError(Exception):
@@ -128,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="a saved configuration (a run's config.json) to start from; flags override it",
     )
+    summaries = field_help(TrainConfig)
     for section, cls in SECTIONS.items():
-        summary = (inspect.getdoc(cls) or "").splitlines()[0]
-        group = parser.add_argument_group(section, summary)
+        group = parser.add_argument_group(section, summaries[section])
         helps, kinds = field_help(cls), field_types(cls)
         for f in dataclasses.fields(cls):
             text = helps.get(f.name, "") + _default_text(section, f)
@@ -185,14 +192,39 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
             out = flags["runtime"].get("out", RuntimeConfig().out)
             saved = out / CONFIG_FILE  # resume needs no flags but those that change
             config_file = saved if saved.is_file() else None
-        layers = [load_config_file(config_file)] if config_file is not None else []
-        config = build_config(*layers, flags)
-    except ValueError as e:  # ConfigError, or a MethodConfig check
+        saved_layer = load_config_file(config_file) if config_file is not None else {}
+    except ValueError as e:  # ConfigError
         raise UsageError(str(e)) from None
+    try:
+        config = build_config(saved_layer, flags)
+    except ValueError as e:  # ConfigError, or a MethodConfig check
+        raise UsageError(_naming_the_file(str(e), saved_layer, flags, config_file)) from None
     checkpoint = config.runtime.out / CHECKPOINT
     if config.runtime.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}")
     return config
+
+
+def _naming_the_file(
+    message: str, saved: dict[str, dict[str, Any]], flags: dict[str, dict[str, Any]], path: Any
+) -> str:
+    """``message`` ending with the ``--config`` file when a flag it names took its value
+    from there rather than from the command line."""
+    given = {flag_of(name) for values in flags.values() for name in values}
+    from_file = {flag_of(name) for values in saved.values() for name in values} - given
+    named = set(re.findall(r"--[a-z][a-z0-9-]*", message))
+    return f"{message} (the value of --config {path})" if named & from_file else message
+
+
+def error_line(error: BaseException) -> str:
+    """The one line that reports ``error``: its message, or for an error raised in a
+    ``DataLoader`` worker (whose message the loader wraps in the worker's traceback) the
+    original message, the traceback's last line."""
+    message = str(error).strip()
+    if "Original Traceback" not in message:
+        return message
+    last = message.splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 def profile_flags(name: str, skip: Collection[str] = ()) -> list[str]:

@@ -42,7 +42,13 @@ __all__ = [
     "CONFIG_FILE",
     "FOLLOWS_ARCH",
     "INVOCATION_ONLY",
+    "MAX_BATCH",
+    "MAX_CUTOUT_JOINTS",
+    "MAX_INPUT",
+    "MAX_LR",
+    "MAX_WIDTH",
     "PROFILES",
+    "RESUME_MAY_CHANGE",
     "SCALED_WITH_HEIGHT",
     "SECTIONS",
     "ConfigError",
@@ -61,6 +67,15 @@ __all__ = [
 
 #: The resolved configuration's file name in a run folder.
 CONFIG_FILE = "config.json"
+#: Upper bounds of options whose huge values would fail deep inside a run (an allocation,
+#: a float32 overflow) instead of with a line that names the flag.
+MAX_INPUT = 2048
+MAX_WIDTH = 16.0
+MAX_BATCH = 65536
+MAX_LR = 1e30
+MAX_CUTOUT_JOINTS = 1000
+#: Sections that may change on ``--resume``: how the run is evaluated, where it runs.
+RESUME_MAY_CHANGE = ("evaluation", "runtime")
 #: Runtime options that hold for one invocation only: a saved configuration's are ignored.
 INVOCATION_ONLY = frozenset({"resume", "overwrite", "stop_after"})
 #: Options by section, ``{section: {field: value}}``.
@@ -93,6 +108,10 @@ class DataConfig:
             ``train_ann``).
         unlabeled_images: image folder of ``unlabeled_ann`` (default: ``images``).
         labeled: labelled instances, the first N of ``train_ann`` in file order; 0 = all.
+        flip_pairs: the left/right joints swapped by flips, as LEFT:RIGHT joint names (e.g.
+            LHip:RHip LKnee:RKnee); other joints map to themselves (default: the category's
+            'flip_pairs', else paired by name: left_x / right_x, l_x / r_x, x_l / x_r,
+            LHip / RHip).
     """
 
     images: Path | None = field(default=None, metadata={"metavar": "DIR"})
@@ -102,6 +121,7 @@ class DataConfig:
     unlabeled_ann: Path | None = field(default=None, metadata={"metavar": "FILE"})
     unlabeled_images: Path | None = field(default=None, metadata={"metavar": "DIR"})
     labeled: int = field(default=1000, metadata={"metavar": "N"})
+    flip_pairs: tuple[str, ...] | None = field(default=None, metadata={"metavar": "LEFT:RIGHT"})
 
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.images, self.train_ann, self.val_ann)]
@@ -110,6 +130,18 @@ class DataConfig:
             "give --images, --train-ann and --val-ann together (or none of them)",
         )
         _require(self.labeled >= 0, f"--labeled must be >= 0 (0 = all), got {self.labeled}")
+        for pair in self.flip_pairs or ():
+            _require(
+                re.fullmatch(r"[^:]+:[^:]+", pair) is not None,
+                f"--flip-pairs takes LEFT:RIGHT joint names, got {pair!r}",
+            )
+
+    @property
+    def pairs(self) -> list[tuple[str, str]] | None:
+        """``flip_pairs`` as ``(left, right)`` joint names, or ``None``."""
+        if self.flip_pairs is None:
+            return None
+        return [(left, right) for left, right in (p.split(":") for p in self.flip_pairs)]
 
     @property
     def synthetic(self) -> bool:
@@ -137,10 +169,16 @@ class ModelConfig:
     def __post_init__(self) -> None:
         height, width = self.input_size
         _require(
-            height >= 32 and width >= 32 and height % 32 == 0 and width % 32 == 0,
+            32 <= height <= MAX_INPUT and 32 <= width <= MAX_INPUT,
+            f"--input-size must be in 32..{MAX_INPUT}, got {height} {width}",
+        )
+        _require(
+            height % 32 == 0 and width % 32 == 0,
             f"--input-size must be multiples of 32, got {height} {width}",
         )
-        _require(self.width > 0, f"--width must be > 0, got {self.width}")
+        _require(
+            0 < self.width <= MAX_WIDTH, f"--width must be in (0, {MAX_WIDTH}], got {self.width}"
+        )
 
 
 @dataclass(frozen=True)
@@ -177,6 +215,9 @@ class ScheduleConfig:
         for name in ("steps", "batch_size", "unlabeled_batch_size"):
             value = getattr(self, name)
             _require(value is None or value >= 1, f"{flag_of(name)} must be >= 1, got {value}")
+        for name in ("batch_size", "unlabeled_batch_size"):
+            value = getattr(self, name)
+            _require(value <= MAX_BATCH, f"{flag_of(name)} must be <= {MAX_BATCH}, got {value}")
         _require(self.epochs is None or self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
         _require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _require(self.seed >= 0, f"--seed must be >= 0, got {self.seed}")
@@ -185,11 +226,18 @@ class ScheduleConfig:
             all(0 < f < 1 for f in self.lr_milestones),
             f"--lr-milestones are fractions in (0, 1), got {list(self.lr_milestones)}",
         )
+        # Adam's step is up to 10 lr: beyond float32's range it overflows instead of diverging
+        top = math.log10(self.lr) + len(self.lr_milestones) * max(0.0, math.log10(self.lr_gamma))
+        _require(
+            top <= math.log10(MAX_LR),
+            f"--lr {self.lr:g} with --lr-gamma {self.lr_gamma:g} at {len(self.lr_milestones)} "
+            f"--lr-milestones reaches 1e{top:.0f}; the learning rate must stay <= {MAX_LR:g}",
+        )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation.
+    """Evaluation (may change on --resume, which then evaluates the run again).
 
     Attributes:
         flip_test: average each prediction with the flipped crop's.
@@ -204,7 +252,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         size = self.eval_batch_size
-        _require(size >= 1, f"--eval-batch-size must be >= 1, got {size}")
+        _require(1 <= size <= MAX_BATCH, f"--eval-batch-size must be in 1..{MAX_BATCH}, got {size}")
 
 
 @dataclass(frozen=True)
@@ -259,6 +307,12 @@ class RuntimeConfig:
             value = getattr(self, name)
             _require(value is None or value >= 0, f"{flag_of(name)} must be >= 0, got {value}")
         _require(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        most = 4 * (cores or 1)
+        _require(
+            self.workers is None or self.workers <= most,
+            f"--workers must be <= {most} (4 per CPU core of this machine), got {self.workers}",
+        )
         if self.device is not None:
             _require(
                 re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
@@ -313,13 +367,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 class TrainConfig:
     """A whole run: one object per section, checked together.
 
+    The summaries of the sections are the command line's group titles.
+
     Attributes:
-        data: the data files.
-        model: the network.
-        method: the training step (see sshpe.methods.MethodConfig).
-        schedule: the optimisation.
-        evaluation: the metrics.
-        runtime: where and how it runs; everything that may change on resume.
+        data: Data (all files omitted: the bundled synthetic set).
+        model: Model.
+        method: The training step (sshpe.methods.MethodConfig), with SSHPE's defaults.
+        schedule: Optimisation.
+        evaluation: Evaluation (may change on --resume, which then evaluates the run again).
+        runtime: Run (may change between a run and its --resume).
+        derived: the options whose values were derived from others (the target sigma from
+            the crop height, ...; see :func:`build_config`): a saved configuration lists
+            them, and ``--config`` / ``--resume`` derive them again instead of taking them
+            as given.
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -328,6 +388,7 @@ class TrainConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    derived: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
         schedule, method = self.schedule, self.method
@@ -346,21 +407,44 @@ class TrainConfig:
             )
         device = self.runtime.device or ("cuda" if torch.cuda.is_available() else "cpu")
         _require(not schedule.amp or device.startswith("cuda"), "--amp needs a CUDA --device")
+        (tiles_h, tiles_w), (height, width) = method.mix_grid, self.model.input_size
+        _require(
+            tiles_h <= height and tiles_w <= width,
+            f"--mix-grid {tiles_h} {tiles_w} has more tiles than the --input-size "
+            f"{height} {width} has pixels",
+        )
+        _require(
+            method.cutout_joints <= MAX_CUTOUT_JOINTS,
+            f"--cutout-joints must be <= {MAX_CUTOUT_JOINTS}, got {method.cutout_joints}",
+        )
+        _require(
+            method.confidence_mode != "percentile"
+            or method.confidence is None
+            or 0 <= method.confidence <= 1,
+            "--filter-confidence is the fraction of the batch's joints to drop with "
+            f"--filter-mode percentile, in [0, 1], got {method.confidence}",
+        )
+        _require(
+            method.flip_consistency is None or method.flip_consistency >= 0,
+            f"--filter-flip is a distance in heatmap pixels, >= 0, got {method.flip_consistency}",
+        )
 
     @property
     def profile(self) -> str:
         """The :data:`PROFILES` entry of the data."""
         return "synthetic" if self.data.synthetic else "files"
 
-    def to_json(self) -> dict[str, dict[str, Any]]:
-        """The configuration as JSON values (paths as strings, tuples as lists)."""
-        return {
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as JSON values (paths as strings, tuples as lists): the
+        sections, and ``"derived"``, the sorted :attr:`derived` options."""
+        sections: dict[str, Any] = {
             name: {
                 f.name: _to_json(getattr(section, f.name))
                 for f in dataclasses.fields(type(section))
             }
             for name, section in self.sections().items()
         }
+        return {**sections, "derived": sorted(self.derived)}
 
     @classmethod
     def from_json(cls, saved: Layer) -> TrainConfig:
@@ -376,20 +460,20 @@ class TrainConfig:
             }
         except (KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"not a configuration of this trainer ({e!r})") from None
-        return cls(**sections)
+        return cls(**sections, derived=frozenset(saved.get("derived", ())))
 
     def sections(self) -> dict[str, Any]:
         """The section objects by name, as in :data:`SECTIONS`."""
         return {name: getattr(self, name) for name in SECTIONS}
 
-    def differences(self, other: TrainConfig, *, runtime: bool = False) -> list[str]:
-        """The flags of the options whose values differ from ``other``'s, runtime ones
-        only if asked."""
+    def differences(self, other: TrainConfig, *, every: bool = False) -> list[str]:
+        """The flags of the options whose values differ from ``other``'s; those of
+        :data:`RESUME_MAY_CHANGE` only if ``every``."""
         a, b = self.to_json(), other.to_json()
         return [
             flag_of(key)
             for name in SECTIONS
-            if runtime or name != "runtime"
+            if every or name not in RESUME_MAY_CHANGE
             for key in a[name]
             if a[name][key] != b[name].get(key)
         ]
@@ -455,23 +539,30 @@ def _convert(kind: Any, value: Any, flag: str) -> Any:
             return value.lower() == "true"
         _require(isinstance(value, bool), f"{flag} must be true or false, got {value!r}")
         return value
-    if kind in (int, float):
+    if kind is int:
+        _require(
+            (isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()),
+            f"{flag} must be an integer, got {_shown(value)}",
+        )  # not "2.5", "1e30", 2.0 or true
+        digits = str(value).strip().lstrip("+-").lstrip("0")
+        _require(
+            len(digits) <= 19 and abs(int(value)) < 2**63,
+            f"{flag} must be an integer in (-2^63, 2^63), got {_shown(value)}",
+        )
+        return int(value)
+    if kind is float:
         try:
             real = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{flag} must be a number, got {value!r}") from None
+            raise ConfigError(f"{flag} must be a number, got {_shown(value)}") from None
+        except OverflowError:  # an integer beyond float's range
+            real = math.inf
         _require(
             not isinstance(value, bool) and math.isfinite(real),
-            f"{flag} must be a finite number, got {value!r}",
+            f"{flag} must be a finite number, got {_shown(value)}",
         )
-        if kind is float:
-            return real
-        _require(
-            isinstance(value, int)
-            or (isinstance(value, str) and value.strip().lstrip("+-").isdigit()),
-            f"{flag} must be an integer, got {value!r}",
-        )  # not "2.5", "1e30" or 2.0
-        return int(value)
+        return real
     if kind is Path:
         _require(isinstance(value, (str, Path)), f"{flag} must be a path, got {value!r}")
         return Path(value)
@@ -481,12 +572,20 @@ def _convert(kind: Any, value: Any, flag: str) -> Any:
     raise TypeError(f"{flag}: unsupported option type {kind!r}")
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
     """The sections of a saved configuration (``config.json`` of a run), values converted,
-    less the options of :data:`INVOCATION_ONLY`.
+    less the options of :data:`INVOCATION_ONLY` and those the file lists as ``"derived"``
+    (:attr:`TrainConfig.derived`: derived again from the options they follow).
 
     Raises:
-        ConfigError: if the file is missing, not JSON, or names an unknown option.
+        ConfigError: if the file is missing, not JSON, names an unknown option or has a
+            bad value; the message names the file.
     """
     try:
         data = json.loads(Path(path).read_text())
@@ -495,6 +594,11 @@ def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
     except ValueError as e:
         raise ConfigError(f"--config: {path} is not JSON: {e}") from None
     _require(isinstance(data, dict), f"--config: {path} is not a configuration object")
+    derived = data.pop("derived", [])
+    _require(
+        isinstance(derived, list) and all(name in _field_index() for name in derived),
+        f"--config: {path}: 'derived' must list option names, got {_shown(derived)}",
+    )
     layer: dict[str, dict[str, Any]] = {}
     for section, values in data.items():
         _require(section in SECTIONS, f"--config: {path} has an unknown section {section!r}")
@@ -502,14 +606,17 @@ def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
             isinstance(values, dict), f"--config: {path}: section {section!r} is not an object"
         )
         for name, value in values.items():
-            if name in INVOCATION_ONLY:
+            if name in INVOCATION_ONLY or name in derived:
                 continue
             known = _field_index().get(name)
             _require(
                 known is not None and known[0] == section,
                 f"--config: {path} has an unknown option {section}.{name}",
             )
-            layer.setdefault(section, {})[name] = convert(name, value)
+            try:
+                layer.setdefault(section, {})[name] = convert(name, value)
+            except ConfigError as e:
+                raise ConfigError(f"--config {path}: {e}") from None
     return layer
 
 
@@ -521,7 +628,9 @@ def build_config(*layers: Layer) -> TrainConfig:
             increasing priority (a saved configuration, then the command line).
 
     Returns:
-        The checked configuration.
+        The checked configuration; its :attr:`~TrainConfig.derived` are the options
+        derived here (from the crop height, the network) because no layer or profile
+        gave them.
 
     Raises:
         ConfigError: on a bad value or combination, naming the option.
@@ -544,5 +653,7 @@ def build_config(*layers: Layer) -> TrainConfig:
         "mix_at": mix_at,
         "unmix_at": unmix_at,
     }
+    unset = frozenset(derived).difference(values["method"])
     values["method"] = {**derived, **values["method"]}
-    return TrainConfig(**{name: SECTIONS[name](**values[name]) for name in SECTIONS})
+    sections = {name: SECTIONS[name](**values[name]) for name in SECTIONS}
+    return TrainConfig(**sections, derived=unset)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sshpe.config import DataConfig, ModelConfig
+from sshpe.config import DataConfig, TrainConfig
 from sshpe.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -30,6 +30,7 @@ from sshpe.data import (
     load_coco_persons,
     unlabelled_instances,
 )
+from sshpe.evaluate import check_ground_truth
 from sshpe.runtime import seeded_generator
 from sshpe.synthetic import generate_synthetic_coco
 
@@ -79,35 +80,78 @@ class DataSets(NamedTuple):
     val_file: CocoPersons
 
 
-def build_datasets(data: DataConfig, model: ModelConfig, *, semi_supervised: bool) -> DataSets:
-    """Labelled, unlabelled and validation crops of the (non-synthetic) ``data`` files.
+def build_datasets(data: DataConfig, config: TrainConfig) -> DataSets:
+    """Labelled, unlabelled and validation crops of the (non-synthetic) ``data`` files,
+    checked for everything the run will read of them before it trains.
 
     Raises:
-        ValueError: if a file is unreadable, or the files' joints differ.
+        ValueError: if a file is unreadable or malformed (every field the evaluation
+            reads included), the files' joints or flip pairs differ, a split has nobody in
+            it, the run would flip a skeleton whose names pair no joints and for which no
+            pairs were given, or the validation file cannot be evaluated under
+            ``--protocol``; the message names the file.
     """
     if data.images is None or data.train_ann is None or data.val_ann is None:
         raise ValueError("build_datasets needs files: call synthetic_data first")
-    size = model.input_size
-    train = load_coco_persons(data.train_ann)
+    size = config.model.input_size
+    train = load_coco_persons(data.train_ann, flip_pairs=data.pairs)
     skeleton = train.skeleton
-    count = data.labeled or len(evaluation_instances(train))
+    _check_flip_pairs(train, config)
+    with_keypoints = evaluation_instances(train)
+    if not with_keypoints:
+        raise ValueError(f"{data.train_ann} has no non-crowd person with labelled keypoints")
     labeled = TopDownDataset(
-        labelled_instances(train, count), data.images, size, skeleton.num_joints
+        labelled_instances(train, data.labeled or len(with_keypoints)),
+        data.images,
+        size,
+        skeleton.num_joints,
     )
     unlabeled = None
-    if semi_supervised:
+    if config.method.semi_supervised:
         pool = (
             train if data.unlabeled_ann is None else load_coco_persons(data.unlabeled_ann, skeleton)
         )
+        if not pool.instances:
+            raise ValueError(f"{pool.ann_file} has no non-crowd person box for unlabelled data")
         images = data.unlabeled_images or data.images
         unlabeled = TopDownDataset(unlabelled_instances(pool), images, size, skeleton.num_joints)
-    val = load_coco_persons(data.val_ann)
+    val = load_coco_persons(data.val_ann, flip_pairs=data.pairs)
     if val.skeleton.names != skeleton.names:
         raise ValueError(f"{data.val_ann} has other joints than {data.train_ann}")
-    val_set = TopDownDataset(
-        evaluation_instances(val), data.val_images or data.images, size, skeleton.num_joints
-    )
+    if val.skeleton.flip_index != skeleton.flip_index:
+        raise ValueError(
+            f"{data.val_ann} pairs its joints for flips otherwise than {data.train_ann} (their "
+            "categories' 'flip_pairs'): make them agree, or give --flip-pairs"
+        )
+    to_evaluate = evaluation_instances(val)
+    if not to_evaluate:
+        raise ValueError(f"{data.val_ann} has no person with labelled keypoints to evaluate")
+    check_ground_truth(data.val_ann, config.evaluation.protocol)
+    val_set = TopDownDataset(to_evaluate, data.val_images or data.images, size, skeleton.num_joints)
     return DataSets(labeled, unlabeled, val_set, val)
+
+
+def _check_flip_pairs(persons: CocoPersons, config: TrainConfig) -> None:
+    """Refuse to flip a skeleton whose flip pairs were inferred and pair no joints: its
+    names follow no convention we know, so flipped crops would keep their sides."""
+    skeleton, method = persons.skeleton, config.method
+    flips = []
+    if method.flip_p > 0:
+        flips.append(f"--flip-p {method.flip_p:g}")
+    if config.evaluation.flip_test:
+        flips.append("--flip-test")
+    if method.flip_consistency is not None:
+        flips.append(f"--filter-flip {method.flip_consistency:g}")
+    unpaired = skeleton.flip_index == tuple(range(skeleton.num_joints))
+    if persons.inferred_flips and unpaired and skeleton.num_joints > 1 and flips:
+        names = ", ".join(skeleton.names[:4]) + (", ..." if skeleton.num_joints > 4 else "")
+        raise ValueError(
+            f"{persons.ann_file}: no two of its joints ({names}) pair up as left and right by "
+            f"name, yet the run flips ({', '.join(flips)}): flipped crops "
+            "would keep their sides. Give the pairs with --flip-pairs LEFT:RIGHT ... or a "
+            "'flip_pairs' list of [left, right] names in the category ([] if no joint has a "
+            "side), or turn the flips off (--flip-p 0, no --flip-test or --filter-flip)"
+        )
 
 
 class StepBatchSampler:

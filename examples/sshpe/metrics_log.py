@@ -2,19 +2,21 @@
 object per line, optionally mirrored to TensorBoard.
 
 Values that are not finite are written as ``null``, so every line is strict JSON. On
-``--resume`` the lines a killed run logged after its checkpoint are dropped, by writing
-the kept lines to a temporary file that replaces the log in one rename.
+``--resume`` the lines a killed run logged after its checkpoint are dropped (the
+checkpoint holds the number of lines logged before it, :attr:`MetricsLog.lines`), by
+writing the kept lines to a temporary file that replaces the log in one rename.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS_FILE", "MetricsLog", "finite_or_none", "logged_step"]
+from sshpe.outputs import claim, replace_text
+
+__all__ = ["METRICS_FILE", "MetricsLog", "finite_or_none"]
 
 #: The log's file name in the run folder.
 METRICS_FILE = "metrics.jsonl"
@@ -36,23 +38,22 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def logged_step(line: str) -> float:
-    """The step of a ``metrics.jsonl`` line; infinite for a line a kill cut short."""
-    try:
-        return float(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return math.inf
-
-
 class MetricsLog:
     """``metrics.jsonl`` in ``folder``, written by the main process only.
 
     Args:
         folder: the run folder.
         enabled: whether this process writes (the main process of a run).
-        resume_step: the checkpoint's step when resuming: later lines are dropped.
+        resume_step: the checkpoint's step when resuming (``None``: a new, empty log):
+            TensorBoard events from that step on are purged.
+        resume_lines: the log's :attr:`lines` when that checkpoint was written: the lines
+            after them, logged by a run killed after its checkpoint (also the final
+            evaluation's), are dropped.
         tensorboard: also write every numeric value as a TensorBoard scalar, tagged by
             its key (``eval/student/AP`` for evaluations), into ``folder/tb``.
+
+    Attributes:
+        lines: the lines in the log.
 
     Raises:
         ValueError: if ``tensorboard`` is asked and the ``tensorboard`` package is missing.
@@ -63,20 +64,21 @@ class MetricsLog:
         folder: Path,
         enabled: bool,
         resume_step: int | None = None,
+        resume_lines: int = 0,
         *,
         tensorboard: bool = False,
     ) -> None:
         self.path, self.enabled = folder / METRICS_FILE, enabled
         self.writer: Any = None
+        self.lines = 0
         if not enabled:
             return
         kept = []
         if resume_step is not None and self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            kept = [line for line in lines if logged_step(line) <= resume_step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+            kept = self.path.read_text().splitlines()[:resume_lines]
+        self.lines = len(kept)
+        claim(folder, self.path)
+        replace_text(self.path, "".join(line + "\n" for line in kept))
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -84,7 +86,10 @@ class MetricsLog:
                 raise ValueError(
                     "--tensorboard needs the tensorboard package: pip install tensorboard"
                 ) from None
-            self.writer = SummaryWriter(str(folder / "tb"), purge_step=resume_step)
+            events = folder / "tb"
+            before = set(events.iterdir()) if events.is_dir() else set()
+            self.writer = SummaryWriter(str(events), purge_step=resume_step)
+            claim(folder, *sorted(set(events.iterdir()) - before))  # the new event file
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record (with a ``step``)."""
@@ -93,6 +98,7 @@ class MetricsLog:
         record = _strict(record)
         with self.path.open("a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
+        self.lines += 1
         if self.writer is not None:
             step = int(record["step"])
             for tag, value in _scalars(record):

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -194,10 +193,17 @@ def load_pretrained(model: PoseNet, path: str | Path) -> list[str]:
         ValueError: if the file cannot be read, or a name is missing, unexpected or has
             another shape; the message lists the first offending names.
     """
+    if Path(path).stat().st_size == 0:
+        raise ValueError(f"cannot read pretrained weights {str(path)!r}: the file is empty")
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(f"cannot read pretrained weights {str(path)!r}: {err}") from err
+    except Exception as err:  # any bytes reach the unpickler: KeyError, ValueError, ...
+        lines = str(err).strip().splitlines()
+        reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+        raise ValueError(
+            f"cannot read pretrained weights {str(path)!r}: not a file written by torch.save, "
+            f"or damaged ({reason})"
+        ) from None
     state = _find_state_dict(obj, path)
     own = model.state_dict()
     if any(k.startswith("stem.") for k in state):

@@ -4,7 +4,6 @@ their AP under the evaluation protocol, the printed table and the predictions fi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from sshpe.config import TrainConfig
 from sshpe.data import CocoPersons, TopDownDataset, crop_to_image, denormalize
 from sshpe.evaluate import evaluate_keypoints, protocol_results, resolve_protocol
 from sshpe.methods import predict_heatmaps
+from sshpe.outputs import claim
+from sshpe.rundir import write_json
 
 __all__ = ["TABLE_METRICS", "draw_predictions", "evaluate_models", "predict", "results_table"]
 
@@ -111,7 +112,7 @@ def evaluate_models(
         stats = evaluate_keypoints(results, val.ann_file, protocol=protocol)
         metrics[name] = {k: stats[k] for k in TABLE_METRICS[protocol]}
         crops[name] = p.crop
-        (out / f"results_{name}.json").write_text(json.dumps(results))
+        write_json(out / f"results_{name}.json", results, indent=None)
     return metrics, crops
 
 
@@ -134,6 +135,7 @@ def draw_predictions(
     """A PNG of ``count`` validation crops: the labels, then each model's predicted skeleton."""
     import matplotlib
 
+    claim(path.parent, path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
