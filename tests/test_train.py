@@ -19,7 +19,7 @@ from sshpe.cli import parse_config
 from sshpe.loaders import CropCache
 from sshpe.synthetic import generate_synthetic_coco
 
-from tests.paths import EXAMPLES
+from tests.paths import EXAMPLES, REAL, needs_shared_data
 from tests.test_sshpe_hrnet import imagenet_classifier_state
 
 #: A tiny, fast configuration: 64 x 64 crops, a 1/8-width ResNet-18, 4 + 4 crops per step.
@@ -160,6 +160,23 @@ def test_hrnet_dual_run_from_an_imagenet_classifier(
     )
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert list(metrics) == NETWORKS["posemum_dual"]
+
+
+@needs_shared_data
+@pytest.mark.parametrize("ann", REAL)
+def test_hrnet_dual_networks_on_the_real_files(ann: Path, tmp_path: Path) -> None:
+    """Both new pieces together on the real files (CrowdPose's 14 joints, OCHuman's 17):
+    HRNet-W32 with ``posemum_dual``, every network evaluated under the file's protocol."""
+    out = tmp_path / "run"
+    args = [
+        "--images", str(ann.parent), "--train-ann", str(ann), "--val-ann", str(ann), *TINY,
+        "--labeled", "0", "--arch", "hrnet_w32", "--method", "posemum_dual", "--steps", "2",
+        "--vis-count", "0", "--out", str(out),
+    ]  # fmt: skip
+    assert _run(args) == 0
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    assert list(metrics) == NETWORKS["posemum_dual"]
+    assert all(-1 <= row["AP"] <= 1 for row in metrics.values())
 
 
 @pytest.mark.parametrize(
