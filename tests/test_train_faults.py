@@ -437,8 +437,11 @@ def test_overwrite_deletes_only_this_trainers_files(
     mine = [out / "results_by_hand.json", out / "tb" / "notes.txt", out / "results.json.bak"]
     for path in mine:
         path.write_text("mine")
+    killed = out / ".results_student.json.tmp"  # a write a kill cut short
+    killed.write_text("[")
     assert _train(data, out, "--overwrite") == 0  # no --tensorboard this time
     assert all(path.read_text() == "mine" for path in mine)
+    assert not killed.exists()
     left = {p.relative_to(out) for p in out.rglob("*") if p.is_file()}
     assert not any(p.parts[0] == "tb" and p.name.startswith("events") for p in left)
     assert _train(data, out, "--overwrite") == 0
@@ -701,3 +704,18 @@ def test_unlabelled_data_of_another_skeleton_trains(data: list[str], tmp_path: P
     assert _run([*args, "--pseudo-every", "1", "--out", str(tmp_path / "run")]) == 0
     pseudo = [r for r in _metrics(tmp_path / "run") if "pseudo_pck" in r]
     assert pseudo and all(r["pseudo_pck"] is None for r in pseudo)  # no labels to measure
+
+
+def test_a_run_of_a_bigger_machine_resumes_here(data: list[str], tmp_path: Path) -> None:
+    """The bound on ``--workers`` is this machine's: a run saved with more workers than
+    it allows continues with the ones given here."""
+    out = tmp_path / "run"
+    assert _train(data, out, "--stop-after", "1") == 0
+    saved = json.loads((out / "config.json").read_text())
+    saved["runtime"]["workers"] = 10**6
+    (out / "config.json").write_text(json.dumps(saved))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["runtime"]["workers"] = 10**6
+    _save_with_checksum(ckpt, out / "checkpoint.pt")
+    assert _run(["--resume", "--out", str(out), "--no-progress"]) == 2
+    assert _run(["--resume", "--out", str(out), "--no-progress", "--workers", "0"]) == 0

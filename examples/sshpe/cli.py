@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 import re
 import typing
 from collections.abc import Collection, Sequence
@@ -197,12 +198,28 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
         raise UsageError(str(e)) from None
     try:
         config = build_config(saved_layer, flags)
+        _check_machine(config)
     except ValueError as e:  # ConfigError, or a MethodConfig check
         raise UsageError(_naming_the_file(str(e), saved_layer, flags, config_file)) from None
     checkpoint = config.runtime.out / CHECKPOINT
     if config.runtime.resume and not checkpoint.is_file():
         raise UsageError(f"--resume: no checkpoint at {checkpoint}")
     return config
+
+
+def _check_machine(config: TrainConfig) -> None:
+    """Check the options bounded by this machine (not part of a saved configuration's
+    checks: a run may continue on another machine): at most 4 ``--workers`` per CPU core.
+
+    Raises:
+        ValueError: naming the flag.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    most, workers = 4 * (cores or 1), config.runtime.workers
+    if workers is not None and workers > most:
+        raise ValueError(
+            f"--workers must be <= {most} (4 per CPU core of this machine), got {workers}"
+        )
 
 
 def _naming_the_file(

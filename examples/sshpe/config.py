@@ -307,12 +307,6 @@ class RuntimeConfig:
             value = getattr(self, name)
             _require(value is None or value >= 0, f"{flag_of(name)} must be >= 0, got {value}")
         _require(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        most = 4 * (cores or 1)
-        _require(
-            self.workers is None or self.workers <= most,
-            f"--workers must be <= {most} (4 per CPU core of this machine), got {self.workers}",
-        )
         if self.device is not None:
             _require(
                 re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,

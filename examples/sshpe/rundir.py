@@ -41,9 +41,7 @@ LOCK = ".train-lock"
 RUN_FILES = (
     CONFIG_FILE,
     CHECKPOINT,
-    f".{CHECKPOINT}.tmp",
     METRICS_FILE,
-    f".{METRICS_FILE}.tmp",
     "results.json",
     "results_student.json",
     "results_teacher.json",
@@ -53,12 +51,13 @@ RUN_FILES = (
 
 
 def earlier_outputs(folder: Path) -> list[Path]:
-    """The outputs of an earlier run in ``folder`` that exist, the manifest included,
-    sorted."""
+    """The outputs of an earlier run in ``folder`` that exist, the manifest and the
+    temporary files a killed write left (``.NAME.tmp``) included, sorted."""
     if not folder.is_dir():
         return []
-    names = [MANIFEST, *RUN_FILES, *claimed(folder)]
-    return sorted({folder / name for name in names if (folder / name).is_file()})
+    paths = [folder / name for name in (MANIFEST, *RUN_FILES, *claimed(folder))]
+    paths += [p.with_name(f".{p.name}.tmp") for p in paths]
+    return sorted({p for p in paths if p.is_file()})
 
 
 def write_json(path: Path, value: object, *, indent: int | None = 2) -> None:
@@ -119,7 +118,11 @@ def prepare_run_folder(config: TrainConfig) -> None:
     found = earlier_outputs(out)
     # a run that wrote no checkpoint, log line or result has nothing to lose
     worth_keeping = [
-        p for p in found if p.name not in (CONFIG_FILE, MANIFEST) and p.stat().st_size > 0
+        p
+        for p in found
+        if p.name not in (CONFIG_FILE, MANIFEST)
+        and not p.name.endswith(".tmp")
+        and p.stat().st_size > 0
     ]
     if worth_keeping and not runtime.overwrite:
         names = ", ".join(p.relative_to(out).as_posix() for p in worth_keeping[:3])
