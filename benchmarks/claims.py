@@ -126,15 +126,14 @@ def claim_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The claims table of a record as a header and rows of plain-text cells: per claim
     and regime, the mean paired AP difference, its 95 % interval, the seeds and the
     verdict."""
-    regimes = [g for g in REGIMES if g in record["claims"]]
-    header = ["claim", "difference", *regimes]
+    header = ["claim", "difference", *REGIMES]
     rows = []
     for name, claim in CLAIMS.items():
         cells = [f"{name}: {claim.what}", f"{claim.better} - {claim.worse}"]
-        for regime in regimes:
-            entry = record["claims"][regime].get(name)
+        for regime in REGIMES:
+            entry = record["claims"].get(regime, {}).get(name)
             if entry is None:
-                cells.append("-")
+                cells.append("not run yet")
                 continue
             ci = entry["ci95"]
             interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""

@@ -68,8 +68,8 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 import torch  # noqa: E402
 import train  # noqa: E402
 from _common import RESULTS, metadata  # noqa: E402
-from claims import CLAIMS, REGIMES, claims, claims_table  # noqa: E402
-from sshpe.checkpoint import CHECKPOINT  # noqa: E402
+from claims import CLAIMS, REGIMES, claims, claims_table, paired_claim  # noqa: E402
+from sshpe.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint  # noqa: E402
 from sshpe.cli import profile_flags  # noqa: E402
 from sshpe.config import RuntimeConfig  # noqa: E402
 from sshpe.diagnostics import read_metrics  # noqa: E402
@@ -216,6 +216,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run, for CI")
     parser.add_argument("--table", action="store_true", help="print the record's tables only")
     parser.add_argument(
+        "--write-readmes",
+        action="store_true",
+        help="with --table: also put the record's claims table into both READMEs and "
+        "redraw its plot",
+    )
+    parser.add_argument(
         "--plot-calibration",
         type=Path,
         default=None,
@@ -318,21 +324,37 @@ def train_run(out: Path, argv: list[str]) -> float:
     all, earlier sessions included, and keeps them with every sha it ran at."""
     info_path = out / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"seconds": 0.0}
-    if (out / "results.json").is_file() and "command" in info:
+    # (a run.json of the first version of this benchmark was written once, when finished)
+    if (out / "results.json").is_file() and info.get("finished", "command" in info):
         return float(info["seconds"])
     resume = (out / CHECKPOINT).is_file()
+    if resume:
+        try:
+            load_checkpoint(out / CHECKPOINT)
+        except CheckpointError as err:  # e.g. written by an older train.py
+            print(f"ssl_synthetic: {err}; the run starts over")
+            resume = False
     # a run killed before its first checkpoint starts over
     full = [*argv, "--resume" if resume else "--overwrite"]
     info["command"] = " ".join(["python", "examples/train.py", *argv])
     info["git_sha"] = [*info.get("git_sha", []), CODE_VERSION]
+    info["threads"] = torch.get_num_threads()
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    status = train.main(full)
+
+    def save(final: bool) -> None:  # at the start too: a killed run keeps its sha and time
+        seconds = info["seconds"] + time.perf_counter() - started
+        info_path.write_text(json.dumps({**info, "seconds": seconds, "finished": final}))
+
+    save(False)
+    try:
+        status = train.main(full)
+    finally:
+        save(False)
     if status != 0:
         raise SystemExit(f"ssl_synthetic: {out} failed (exit {status})")
-    info["seconds"] = info["seconds"] + time.perf_counter() - started
-    info["threads"] = torch.get_num_threads()
-    info_path.write_text(json.dumps(info))
-    return float(info["seconds"])
+    save(True)
+    return float(json.loads(info_path.read_text())["seconds"])
 
 
 def run_record(job: Job, out: Path) -> dict[str, Any]:
@@ -617,6 +639,79 @@ def diagnostics_table(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def late_means(run: dict[str, Any], steps: int) -> dict[str, float]:
+    """One run's mechanism quantities: final teacher AP and teacher - student AP, and the
+    means over the last third of the run of the losses and the pseudo-label diagnostics
+    (target PCK and peak, the student's BatchNorm gap on the easy view, and its PCK with
+    running statistics, against the hidden labels)."""
+    late = [p for p in run["pseudo"] if p["step"] > 2 * steps / 3]
+    losses = [x for x in run.get("losses", []) if x[0] > 2 * steps / 3]
+    student, teacher = run["metrics"]["student"]["AP"], run["metrics"]["teacher"]["AP"]
+    out = {"teacher AP": teacher, "teacher - student AP": teacher - student}
+
+    def mean(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return statistics.fmean(kept) if kept else None
+
+    columns = {
+        "sup loss": mean([x[1] for x in losses]),
+        "unsup loss": mean([x[2] for x in losses]),
+        "target PCK": mean([p.get("pseudo_pck") for p in late]),
+        "target peak": mean([p.get("pseudo_peak") for p in late]),
+        "student PCK": mean([p.get("pseudo_student_pck_eval") for p in late]),
+        "student BN gap": mean(
+            [
+                None
+                if p.get("pseudo_student_peak_batch") is None
+                or p.get("pseudo_student_peak_eval") is None
+                else p["pseudo_student_peak_batch"] - p["pseudo_student_peak_eval"]
+                for p in late
+            ]
+        ),
+    }
+    return out | {k: v for k, v in columns.items() if v is not None}
+
+
+def mechanism_table(record: dict[str, Any]) -> str:
+    """Per regime and semi-supervised claim, the paired per-seed difference of each
+    :func:`late_means` quantity (mean and 95 % interval): what the two arms do
+    differently, beyond their AP."""
+    steps = record["budget"]["steps"]
+    by_key = {(r["regime"], r["arm"], r["seed"]): late_means(r, steps) for r in record["runs"]}
+    names = [
+        "teacher AP", "teacher - student AP", "sup loss", "unsup loss", "target PCK",
+        "target peak", "student PCK", "student BN gap",
+    ]  # fmt: skip
+    lines = [
+        "| regime | claim | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for regime, entries in record["claims"].items():
+        for name, entry in entries.items():
+            claim = CLAIMS[name]
+            if claim.worse.startswith("supervised"):
+                continue
+            cells = []
+            for quantity in names:
+                diffs = [
+                    by_key[regime, claim.better, s][quantity]
+                    - by_key[regime, claim.worse, s][quantity]
+                    for s in entry["seeds"]
+                    if quantity in by_key[regime, claim.better, s]
+                    and quantity in by_key[regime, claim.worse, s]
+                ]
+                if not diffs:
+                    cells.append("-")
+                    continue
+                pair = paired_claim(diffs)
+                ci = pair["ci95"]
+                scale = 1000 if "loss" in quantity else 1  # losses in 1e-3
+                interval = f" [{ci[0] * scale:+.3f}, {ci[1] * scale:+.3f}]" if ci else ""
+                cells.append(f"{pair['diff_mean'] * scale:+.3f}{interval}")
+            lines.append(f"| {regime} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(record: dict[str, Any], path: Path) -> None:
     """Per regime, AP against steps per arm (mean over seeds); then every claim's paired
     differences per seed with the mean and its 95 % interval."""
@@ -682,6 +777,21 @@ def plot_calibration(record: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+#: The READMEs that show the claims table, between :data:`TABLE_START` and :data:`TABLE_END`.
+READMES = (HERE.parent / "README.md", HERE.parent / "examples" / "README.md")
+TABLE_START = "<!-- claims table: python benchmarks/ssl_synthetic.py --table --write-readmes -->"
+TABLE_END = "<!-- end of claims table -->"
+
+
+def write_claims_into(path: Path, table: str) -> None:
+    """Replace the claims table between the markers of ``path`` by ``table``."""
+    text = path.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise SystemExit(f"ssl_synthetic: {path} has no claims table markers")
+    path.write_text(text[: start + len(TABLE_START)] + "\n" + table + "\n" + text[end:])
+
+
 def print_tables(record: dict[str, Any]) -> None:
     """The claims, the arms, the diagnostics and the regime checks of a record."""
     print(claims_table(record))
@@ -689,6 +799,9 @@ def print_tables(record: dict[str, Any]) -> None:
     print(arms_table(record))
     print()
     print(diagnostics_table(record))
+    print()
+    print("paired differences (better - worse arm of each claim; losses in 1e-3):")
+    print(mechanism_table(record))
     print()
     for text, met in record["checks"]:
         print(f"{'met' if met else 'NOT met'}: {text}")
@@ -704,7 +817,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {png}")
         return 0
     if args.table:
-        print_tables(json.loads(args.record.read_text()))
+        record = json.loads(args.record.read_text())
+        print_tables(record)
+        if args.write_readmes:
+            for path in READMES:
+                write_claims_into(path, claims_table(record))
+                print(f"wrote the claims table into {path}")
+            plot(record, args.record.with_suffix(".png"))
         return 0
     budget = dict(QUICK if args.quick else FULL)
     if args.seeds is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ from posemum_aug import (
 )
 
 OUT = Path(__file__).resolve().parent / "_generated"
+#: The claims benchmark's committed record, drawn as the landing page's verdict table.
+CLAIMS_RECORD = OUT.parents[1] / "benchmarks" / "records" / "ssl_claims.json"
 
 #: The crop of the keypoint figures, (H, W), and its heatmaps' stride (64 x 48 heatmaps).
 CROP, STRIDE = (256, 192), 4
@@ -364,8 +368,18 @@ def draw_filters(path: Path) -> None:
     plt.close(fig)
 
 
+def write_claims_table(path: Path) -> None:
+    """The verdict table of the claims benchmark's record, as reStructuredText."""
+    sys.path.insert(0, str(CLAIMS_RECORD.parents[1]))
+    from claims import claims_rst
+
+    record = json.loads(CLAIMS_RECORD.read_text())
+    path.write_text(claims_rst(record))
+
+
 def generate(app: Any) -> None:
     OUT.mkdir(exist_ok=True)
+    write_claims_table(OUT / "claims.rst")
     draw_mixing(OUT / "mixing.png")
     draw_transforms(OUT / "transforms.png")
     draw_dark(OUT / "dark.png")

@@ -1,0 +1,109 @@
+"""The claims statistics of the semi-supervised benchmark (``benchmarks/claims.py``), and
+the READMEs' claims tables against the committed record."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.paths import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from claims import CLAIMS, claims, claims_rst, claims_table, paired_claim, t_quantile_975
+
+RECORD = ROOT / "benchmarks" / "records" / "ssl_claims.json"
+
+
+def test_t_quantiles_are_students() -> None:
+    # the table's ends and the expansion beyond it agree with Student's t to 1e-3
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
+    assert t_quantile_975(40) == pytest.approx(2.021, abs=1e-3)
+    assert t_quantile_975(120) == pytest.approx(1.980, abs=1e-3)
+    with pytest.raises(ValueError, match="got 0"):
+        t_quantile_975(0)
+
+
+def test_paired_claim_interval_by_hand() -> None:
+    entry = paired_claim([0.02, 0.025, 0.03])
+    half = 4.303 * 0.005 / math.sqrt(3)
+    assert entry["diff_mean"] == pytest.approx(0.025)
+    assert entry["ci95"] == pytest.approx([0.025 - half, 0.025 + half])
+    assert entry["verdict"] == "holds" and entry["n"] == 3
+    assert paired_claim([-0.02, -0.025, -0.03])["verdict"] == "refuted"
+    assert paired_claim([0.01, 0.02, 0.03])["verdict"] == "unresolved at 3"  # 0 inside
+    assert paired_claim([0.01, -0.02, 0.03])["verdict"] == "unresolved at 3"
+    one = paired_claim([0.05])
+    assert one["ci95"] is None and one["verdict"] == "unresolved at 1"
+
+
+@given(
+    st.lists(st.floats(-0.5, 0.5), min_size=2, max_size=12),
+    st.floats(-0.5, 0.5),
+)
+def test_paired_claim_is_shift_equivariant(diffs: list[float], shift: float) -> None:
+    """Adding a constant to every difference moves the mean and the interval by it."""
+    a, b = paired_claim(diffs), paired_claim([d + shift for d in diffs])
+    assert b["diff_mean"] == pytest.approx(a["diff_mean"] + shift, abs=1e-9)
+    assert b["ci95"] == pytest.approx([v + shift for v in a["ci95"]], abs=1e-9)
+    width = a["ci95"][1] - a["ci95"][0]
+    sd = statistics.stdev(diffs)
+    assert width == pytest.approx(2 * t_quantile_975(len(diffs) - 1) * sd / math.sqrt(len(diffs)))
+
+
+def _run(regime: str, arm: str, seed: int, ap: float) -> dict[str, object]:
+    return {"regime": regime, "arm": arm, "seed": seed, "metrics": {"student": {"AP": ap}}}
+
+
+def test_claims_pair_by_seed_and_skip_unpaired_seeds() -> None:
+    runs = [
+        _run("scratch", "consistency", 0, 0.30),
+        _run("scratch", "supervised_few", 0, 0.20),
+        _run("scratch", "consistency", 1, 0.10),
+        _run("scratch", "supervised_few", 1, 0.05),
+        _run("scratch", "consistency", 2, 0.90),  # no supervised_few seed 2: not paired
+    ]
+    c0 = claims(runs)["scratch"]["C0"]
+    assert c0["seeds"] == [0, 1] and c0["diffs"] == pytest.approx([0.10, 0.05])
+    assert set(claims(runs)["scratch"]) == {"C0"}  # no other claim has both arms
+
+
+def _readme_tables() -> list[tuple[Path, str]]:
+    """The claims table of every README that shows one, between its markers."""
+    found = []
+    for path in (ROOT / "README.md", ROOT / "examples" / "README.md"):
+        match = re.search(
+            r"<!-- claims table: .*? -->\n(.*?)\n<!-- end of claims table -->",
+            path.read_text(),
+            flags=re.DOTALL,
+        )
+        if match:
+            found.append((path, match.group(1)))
+    return found
+
+
+def test_readmes_show_the_records_claims_table() -> None:
+    """No README keeps a claims number that the committed record does not give."""
+    tables = _readme_tables()
+    assert {p.name for p, _ in tables} == {"README.md"} and len(tables) == 2
+    record = json.loads(RECORD.read_text())
+    assert claims(record["runs"]) == record["claims"]
+    for path, table in tables:
+        assert table == claims_table(record), (
+            f"{path}: run python benchmarks/ssl_synthetic.py --table"
+        )
+
+
+def test_claims_rst_lists_every_claim() -> None:
+    record = json.loads(RECORD.read_text())
+    rst = claims_rst(record)
+    assert rst.startswith(".. list-table::")
+    assert all(f"{name}: {claim.what}" in rst for name, claim in CLAIMS.items())
