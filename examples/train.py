@@ -344,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else f"{time.perf_counter() - started:.0f} s"
         )
         name = Path(data.val_ann or "").name
+        boxes = config.evaluation.val_boxes  # else the ground-truth boxes
+        flip = flip if boxes is None else f"the boxes of {boxes.name}, {flip}"
         print(f"\n{config.method.method} on {name} ({flip}), {when}:")
         print(results_table(results["metrics"]))
         print(f"outputs in {config.runtime.out}")

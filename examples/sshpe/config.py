@@ -95,6 +95,18 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _check_box_score(section: Any, boxes: str, score: str) -> None:
+    """A detection score threshold ``score`` is a finite number, given only with its
+    detection-results file ``boxes``."""
+    value = getattr(section, score)
+    _require(math.isfinite(value), f"{flag_of(score)} must be a finite number, got {value}")
+    _require(
+        value == 0 or getattr(section, boxes) is not None,
+        f"{flag_of(score)} {value:g} is a threshold on the detections of {flag_of(boxes)}, "
+        f"which is not given (give it, or {flag_of(score)} 0)",
+    )
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Data (all files omitted: the bundled synthetic set).
@@ -105,8 +117,16 @@ class DataConfig:
         val_ann: COCO keypoint annotations for evaluation.
         val_images: image folder of ``val_ann`` (default: ``images``).
         unlabeled_ann: annotations of the unlabelled pool, labels ignored (default:
-            ``train_ann``).
-        unlabeled_images: image folder of ``unlabeled_ann`` (default: ``images``).
+            ``train_ann``); with ``unlabeled_boxes``, only its image list is read, to name
+            the files of the detections' image ids.
+        unlabeled_images: image folder of the unlabelled pool (default: ``images``).
+        unlabeled_boxes: a COCO detection-results file (a JSON list of image_id,
+            category_id, bbox, score) whose person boxes are the unlabelled pool, instead of
+            the boxes of ``unlabeled_ann`` (SSHPE's wild pool: a detector's boxes on
+            unlabeled2017). Image ids name files through ``unlabeled_ann`` if given, else
+            as COCO's: the id zero-padded to 12 digits, .jpg.
+        unlabeled_box_score: the lowest score of an ``unlabeled_boxes`` detection kept
+            (SSHPE keeps all).
         labeled: labelled instances, the first N of ``train_ann`` in file order; 0 = all.
         flip_pairs: the left/right joints swapped by flips, as LEFT:RIGHT joint names (e.g.
             LHip:RHip LKnee:RKnee); other joints map to themselves (default: the category's
@@ -120,6 +140,8 @@ class DataConfig:
     val_images: Path | None = field(default=None, metadata={"metavar": "DIR"})
     unlabeled_ann: Path | None = field(default=None, metadata={"metavar": "FILE"})
     unlabeled_images: Path | None = field(default=None, metadata={"metavar": "DIR"})
+    unlabeled_boxes: Path | None = field(default=None, metadata={"metavar": "FILE"})
+    unlabeled_box_score: float = field(default=0.0, metadata={"metavar": "S"})
     labeled: int = field(default=1000, metadata={"metavar": "N"})
     flip_pairs: tuple[str, ...] | None = field(default=None, metadata={"metavar": "LEFT:RIGHT"})
 
@@ -130,6 +152,7 @@ class DataConfig:
             "give --images, --train-ann and --val-ann together (or none of them)",
         )
         _require(self.labeled >= 0, f"--labeled must be >= 0 (0 = all), got {self.labeled}")
+        _check_box_score(self, "unlabeled_boxes", "unlabeled_box_score")
         for pair in self.flip_pairs or ():
             _require(
                 re.fullmatch(r"[^:]+:[^:]+", pair) is not None,
@@ -240,17 +263,27 @@ class EvalConfig:
     """Evaluation (may change on --resume, which then evaluates the run again).
 
     Attributes:
+        val_boxes: evaluate on the person boxes of a COCO detection-results file (a JSON
+            list of image_id, category_id, bbox, score, on the images of ``val_ann``)
+            instead of the ground-truth boxes: SimpleBaseline's and SSHPE's test on a
+            detector's boxes (each person scored by box score x mean confident joint
+            score, OKS-NMS at 0.9; AP against ``val_ann``).
+        val_box_score: the lowest score of a ``val_boxes`` detection kept (SimpleBaseline
+            and mmpose keep all).
         flip_test: average each prediction with the flipped crop's.
         eval_batch_size: crops per evaluation batch.
         protocol: the keypoint AP protocol: coco, crowdpose (the official CrowdPose
             protocol), or auto (crowdpose for CrowdPose's 14 joints, else coco).
     """
 
+    val_boxes: Path | None = field(default=None, metadata={"metavar": "FILE"})
+    val_box_score: float = field(default=0.0, metadata={"metavar": "S"})
     flip_test: bool = False
     eval_batch_size: int = 64
     protocol: Literal["auto", "coco", "crowdpose"] = "auto"
 
     def __post_init__(self) -> None:
+        _check_box_score(self, "val_boxes", "val_box_score")
         size = self.eval_batch_size
         _require(1 <= size <= MAX_BATCH, f"--eval-batch-size must be in 1..{MAX_BATCH}, got {size}")
 

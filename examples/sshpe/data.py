@@ -10,6 +10,10 @@
   all of train2017 as unlabelled data, the labelled instances included; pass
   ``exclude=`` to leave them out); :func:`evaluation_instances` is every instance with
   keypoints (ground-truth boxes for evaluation).
+* A person detector's boxes instead: :func:`detection_instances` reads a COCO
+  detection-results file (the SimpleBaseline / SSHPE test on detector boxes, and SSHPE's
+  "wild" unlabelled pool of ``unlabeled2017``), image ids named as files by an image-info
+  file or by COCO's 12-digit names (:func:`coco_file_name`).
 * :class:`TopDownDataset` cuts un-augmented crops around the boxes: the box becomes a
   centre and a scale with the input's aspect ratio and 1.25 padding
   (:func:`box_to_center_scale`), :func:`crop_matrix` maps image pixels to crop pixels,
@@ -60,10 +64,12 @@ __all__ = [
     "TopDownDataset",
     "TopDownSample",
     "box_to_center_scale",
+    "coco_file_name",
     "crop_image",
     "crop_matrix",
     "crop_to_image",
     "denormalize",
+    "detection_instances",
     "evaluation_instances",
     "file_skeleton",
     "image_table",
@@ -353,16 +359,25 @@ def read_coco_file(ann_file: str | Path) -> dict[str, Any]:
             ``categories`` (if present) is a list of objects.
     """
     path = Path(ann_file)
-    if not path.is_file():
-        raise ValueError(f"annotation file not found: {path}")
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"{path} is not a COCO annotation file: {e!r}") from None
+    data: dict[str, Any] = _read_json(path, "annotation file")
     categories = data.get("categories", []) if isinstance(data, dict) else None
     if not isinstance(categories, list) or not all(isinstance(c, dict) for c in categories):
         raise ValueError(f"{path} is not a COCO annotation file: no list of 'categories'")
     return data
+
+
+def _read_json(path: Path, kind: str) -> Any:
+    """The JSON content of the ``kind`` file at ``path`` (e.g. ``"annotation file"``).
+
+    Raises:
+        ValueError: if the file is missing or is not JSON, naming it.
+    """
+    if not path.is_file():
+        raise ValueError(f"{kind} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not a COCO {kind}: {e!r}") from None
 
 
 def keypoint_category(categories: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -391,10 +406,10 @@ def _is_int(value: Any) -> bool:
 
 def _is_coordinate(value: Any) -> bool:
     """A JSON number (not a bool or a string), finite and within :data:`MAX_COORDINATE`."""
+    # no math.isfinite: it overflows on a huge integer; NaN fails the comparison
     return (
         isinstance(value, int | float)
         and not isinstance(value, bool)
-        and math.isfinite(value)
         and abs(value) <= MAX_COORDINATE
     )
 
@@ -609,6 +624,132 @@ def _person_instance(
         keypoints=np.asarray(flat, dtype=np.float32).reshape(num_joints, 3),
         score=float(ann.get("score", 1.0)),
     )
+
+
+def coco_file_name(image_id: int) -> str:
+    """The file name of a COCO 2017 image (train2017, val2017, test2017, unlabeled2017):
+    its id zero-padded to 12 digits, then ``.jpg``.
+
+    Example:
+        >>> coco_file_name(139)
+        '000000000139.jpg'
+    """
+    return f"{image_id:012d}.jpg"
+
+
+def detection_instances(
+    det_file: str | Path,
+    category_id: int,
+    num_joints: int,
+    image_info: str | Path | None = None,
+) -> tuple[PersonInstance, ...]:
+    """The person boxes of a COCO detection-results file, as instances to crop.
+
+    A detection-results file is what a detector's COCO evaluation reads (e.g.
+    SimpleBaseline's ``COCO_val2017_detections_AP_H_56_person.json``): a JSON list of
+    ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``. The detections of
+    ``category_id`` are kept in file order, each box clipped to its image where the
+    image's size is known (as ground-truth boxes; a no-op for a detector's boxes) and
+    left out if that empties it; detections of other categories are skipped.
+
+    Image ids name files through ``image_info``, a COCO file with ``images`` (an
+    annotation file, or an image-info file such as ``image_info_unlabeled2017.json``):
+    every person detection must be of one of its images. Without it, an image's file is
+    :func:`coco_file_name` of its id (COCO 2017's names).
+
+    Args:
+        det_file: the detection-results file.
+        category_id: the person category's id (COCO's is 1).
+        num_joints: ``K`` (the instances' keypoints are ``(K, 3)`` zeros).
+        image_info: the file mapping image ids to file names and sizes, or ``None``.
+
+    Returns:
+        The instances, ``score`` the detection's score and ``ann_id`` its position in the
+        file; empty if every box lies outside its image.
+
+    Raises:
+        ValueError: naming the file, if it is missing, not JSON or not a list of objects;
+            a detection has no integer ``image_id`` or ``category_id``; a person detection
+            has a ``bbox`` that is not 4 finite numbers with ``w, h >= 0`` or a ``score``
+            that is not a finite number (each within :data:`MAX_COORDINATE`), or an image
+            that ``image_info`` does not hold (without it, a negative id); or no detection
+            is of ``category_id``.
+    """
+    path = Path(det_file)
+    detections = _read_json(path, "detection-results file")
+    if not isinstance(detections, list) or not all(isinstance(d, dict) for d in detections):
+        raise ValueError(
+            f"{path} is not a COCO detection-results file: a list of objects with 'image_id', "
+            "'category_id', 'bbox' and 'score'"
+        )
+    images = None if image_info is None else image_table(Path(image_info), _images(image_info))
+    instances, categories = [], set()
+    for index, det in enumerate(detections):
+        try:
+            image = _detected_image(det, category_id, images, image_info)
+        except ValueError as e:
+            raise ValueError(f"{path}: detection #{index} {e}") from None
+        categories.add(det["category_id"])
+        if image is not None:
+            ann = {"id": index, "image_id": det["image_id"], "bbox": det["bbox"]}
+            instance = _person_instance({**ann, "score": det["score"]}, image, num_joints, False)
+            if instance is not None:
+                instances.append(instance)
+    if category_id not in categories:
+        raise ValueError(
+            f"{path} has no detection of the person category (category_id {category_id}), "
+            f"only of categories {sorted(categories)}"
+        )
+    return tuple(instances)
+
+
+def _images(image_info: str | Path) -> Any:
+    """The ``images`` of a COCO file (an annotation or image-info file)."""
+    data = read_coco_file(image_info)
+    if "images" not in data:
+        raise ValueError(f"{image_info} is not a COCO annotation or image-info file: no 'images'")
+    return data["images"]
+
+
+def _detected_image(
+    det: dict[str, Any],
+    category_id: int,
+    images: dict[int, dict[str, Any]] | None,
+    image_info: str | Path | None,
+) -> dict[str, Any] | None:
+    """The image entry of a checked person detection (``file_name``, maybe the size), or
+    ``None`` for a detection of another category.
+
+    Raises:
+        ValueError: naming the field.
+    """
+    if not _is_int(det.get("category_id")) or not _is_int(det.get("image_id")):
+        raise ValueError(f"must have integer 'image_id' and 'category_id', got {str(det)[:80]}")
+    if det["category_id"] != category_id:
+        return None
+    bbox, score, image_id = det.get("bbox"), det.get("score"), det["image_id"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_coordinate, bbox))):
+        raise ValueError(
+            f"has a bbox that is not 4 finite numbers within {MAX_COORDINATE:g} px: "
+            f"{str(bbox)[:80]}"
+        )
+    if bbox[2] < 0 or bbox[3] < 0:
+        raise ValueError(f"has a bbox of negative size: {bbox}")
+    if not _is_coordinate(score):
+        raise ValueError(
+            f"has the score {str(score)[:40]}; scores must be finite numbers within "
+            f"{MAX_COORDINATE:g}"
+        )
+    if images is not None:
+        if image_id not in images:
+            raise ValueError(f"is of image {image_id}, which is not in {image_info}")
+        return images[image_id]
+    if image_id < 0:
+        raise ValueError(
+            f"is of image {image_id}: without a file of the images, an image's file is its id "
+            "zero-padded to 12 digits (COCO's names), so ids must be >= 0"
+        )
+    return {"file_name": coco_file_name(image_id)}
 
 
 def evaluation_instances(persons: CocoPersons) -> tuple[PersonInstance, ...]:

@@ -18,13 +18,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sshpe.config import DataConfig, TrainConfig
+from sshpe.config import DataConfig, TrainConfig, flag_of
 from sshpe.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     CocoPersons,
+    PersonInstance,
     TopDownDataset,
     denormalize,
+    detection_instances,
     evaluation_instances,
     labelled_instances,
     load_coco_persons,
@@ -84,12 +86,18 @@ def build_datasets(data: DataConfig, config: TrainConfig) -> DataSets:
     """Labelled, unlabelled and validation crops of the (non-synthetic) ``data`` files,
     checked for everything the run will read of them before it trains.
 
+    The unlabelled pool is the person boxes of ``--unlabeled-boxes`` when given, else of
+    ``--unlabeled-ann``; the validation crops are cut at the boxes of ``--val-boxes`` when
+    given, else at the ground-truth boxes of ``--val-ann`` (which the evaluation scores
+    against either way).
+
     Raises:
         ValueError: if a file is unreadable or malformed (every field the evaluation
-            reads included), the files' joints or flip pairs differ, a split has nobody in
-            it, the run would flip a skeleton whose names pair no joints and for which no
-            pairs were given, or the validation file cannot be evaluated under
-            ``--protocol``; the message names the file.
+            reads included, every detection of a detection-results file), the files'
+            joints or flip pairs differ, a split has nobody in it (also: no detection
+            above its score threshold), the run would flip a skeleton whose names pair no
+            joints and for which no pairs were given, or the validation file cannot be
+            evaluated under ``--protocol``; the message names the file.
     """
     if data.images is None or data.train_ann is None or data.val_ann is None:
         raise ValueError("build_datasets needs files: call synthetic_data first")
@@ -108,13 +116,21 @@ def build_datasets(data: DataConfig, config: TrainConfig) -> DataSets:
     )
     unlabeled = None
     if config.method.semi_supervised:
-        pool = (
-            train if data.unlabeled_ann is None else load_coco_persons(data.unlabeled_ann, skeleton)
-        )
-        if not pool.instances:
-            raise ValueError(f"{pool.ann_file} has no non-crowd person box for unlabelled data")
+        if data.unlabeled_boxes is not None:  # image ids: data.unlabeled_ann's, else COCO's names
+            people = _detected_people(
+                data, "unlabeled_boxes", "unlabeled_box_score", data.unlabeled_ann, train
+            )
+        else:
+            pool = (
+                train
+                if data.unlabeled_ann is None
+                else load_coco_persons(data.unlabeled_ann, skeleton)
+            )
+            if not pool.instances:
+                raise ValueError(f"{pool.ann_file} has no non-crowd person box for unlabelled data")
+            people = unlabelled_instances(pool)
         images = data.unlabeled_images or data.images
-        unlabeled = TopDownDataset(unlabelled_instances(pool), images, size, skeleton.num_joints)
+        unlabeled = TopDownDataset(people, images, size, skeleton.num_joints)
     val = load_coco_persons(data.val_ann, flip_pairs=data.pairs)
     if val.skeleton.names != skeleton.names:
         raise ValueError(f"{data.val_ann} has other joints than {data.train_ann}")
@@ -127,8 +143,45 @@ def build_datasets(data: DataConfig, config: TrainConfig) -> DataSets:
     if not to_evaluate:
         raise ValueError(f"{data.val_ann} has no person with labelled keypoints to evaluate")
     check_ground_truth(data.val_ann, config.evaluation.protocol)
+    evaluation = config.evaluation
+    if evaluation.val_boxes is not None:  # a detector's boxes, on the images of data.val_ann
+        to_evaluate = _detected_people(evaluation, "val_boxes", "val_box_score", data.val_ann, val)
     val_set = TopDownDataset(to_evaluate, data.val_images or data.images, size, skeleton.num_joints)
     return DataSets(labeled, unlabeled, val_set, val)
+
+
+def _detected_people(
+    section: Any, boxes: str, score: str, image_info: Path | None, persons: CocoPersons
+) -> tuple[PersonInstance, ...]:
+    """The person boxes of a detection-results file that score at least a threshold.
+
+    Args:
+        section: the configuration section holding both options.
+        boxes: the option of the file (``val_boxes``, ``unlabeled_boxes``).
+        score: the option of the threshold (``val_box_score``, ``unlabeled_box_score``).
+        image_info: the file whose ``images`` the detections' image ids name, or ``None``
+            for COCO's file names (:func:`~sshpe.data.detection_instances`).
+        persons: the annotation file whose person category and skeleton apply.
+
+    Raises:
+        ValueError: naming the flag and the file, if the file is bad
+            (:func:`~sshpe.data.detection_instances`) or no box is left.
+    """
+    path, min_score = getattr(section, boxes), getattr(section, score)
+    k = persons.skeleton.num_joints
+    try:
+        found = detection_instances(path, persons.category_id, k, image_info)
+    except ValueError as e:
+        raise ValueError(f"{flag_of(boxes)} {e}") from None
+    if not found:
+        raise ValueError(f"{flag_of(boxes)} {path}: no person box lies inside its image")
+    kept = tuple(p for p in found if p.score >= min_score)
+    if not kept:
+        raise ValueError(
+            f"{flag_of(boxes)} {path}: none of its {len(found)} person boxes scores "
+            f">= {flag_of(score)} {min_score:g} (the best scores {max(p.score for p in found):g})"
+        )
+    return kept
 
 
 def _check_flip_pairs(persons: CocoPersons, config: TrainConfig) -> None:
