@@ -8,9 +8,10 @@
   AP easy / medium / hard by the images' ``crowdIndex``. :func:`default_protocol` picks
   it for the CrowdPose-14 skeleton; ``protocol="auto"`` does so from the file.
 * The SSHPE protocol (Xie et al., ICCV 2021, following SimpleBaseline): ground-truth
-  boxes, no flip test by default, each person re-scored by its box score times the mean
-  confidence of its joints above 0.2 (:func:`rescore`), then OKS-NMS at 0.9 per image
-  (:func:`oks_nms`). :func:`make_results` builds the result list and
+  boxes (box score 1) or a person detector's (the trainer's ``--val-boxes``; box score
+  the detector's), no flip test by default, each person re-scored by its box score times
+  the mean confidence of its joints above 0.2 (:func:`rescore`), then OKS-NMS at 0.9 per
+  image (:func:`oks_nms`). :func:`make_results` builds the result list and
   :func:`protocol_results` chains the three steps.
 
 Example:
