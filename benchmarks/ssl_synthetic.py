@@ -761,7 +761,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
                        label=regime if i == 0 else None)  # fmt: skip
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(names)), [f"{n}: {CLAIMS[n].what}" for n in names], fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(len(names) - 0.5, -0.5)  # the first claim on top, no marker clipped
+    ax.margins(x=0.15)
     ax.set_xlabel("student AP difference (per seed, mean, 95 % interval)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
