@@ -94,6 +94,10 @@ def _edited(src: Path, dst: Path, edit: str) -> Path:
         ann["area"] = math.nan
     elif edit == "negative area":
         ann["area"] = -ann["bbox"][2] * ann["bbox"][3]
+    elif edit == "bool keypoint":  # numpy would read true as 1.0
+        ann["keypoints"][0] = True
+    elif edit == "nested keypoints":  # [[x], [y], [v], ...]: numbers, but not flat
+        ann["keypoints"] = [[v] for v in ann["keypoints"]]
     else:
         ann["bbox"] = [0, 0, 1e30, 1e30]
     dst.write_text(json.dumps(coco))
@@ -110,6 +114,8 @@ def _edited(src: Path, dst: Path, edit: str) -> Path:
         # the loader read no area: NaN scored AP 1.000 for an untrained model, negative -1
         ("--val-ann", "nan area", "has the area nan"),
         ("--val-ann", "negative area", "has the area -"),
+        ("--val-ann", "bool keypoint", "keypoint that is not a finite number"),
+        ("--train-ann", "nested keypoints", "(joint 0: [["),
     ],
 )
 def test_non_finite_ground_truth_names_file_and_annotation(

@@ -414,6 +414,20 @@ def _is_coordinate(value: Any) -> bool:
     )
 
 
+def _all_coordinates(values: list[Any]) -> bool:
+    """Whether every value :func:`_is_coordinate`, vectorised (COCO train2017 holds 262k
+    people): a flat list of JSON numbers, so no bool (numpy reads ``true`` as 1.0) and no
+    nested list (``[[x], [y], [v], ...]``)."""
+    if not set(map(type, values)) <= {int, float}:
+        return all(map(_is_coordinate, values))  # the rare slow path: subclasses, bad values
+    array = np.asarray(values)  # an int over int64 makes an object array: not "iuf"
+    return (
+        array.ndim == 1
+        and array.dtype.kind in "iuf"
+        and bool((np.abs(array) <= MAX_COORDINATE).all())
+    )
+
+
 def image_table(path: Path, images: Any) -> dict[int, dict[str, Any]]:
     """The ``images`` of a COCO file by id, each checked: an object with an integer ``id``
     of its own, a ``file_name`` and, if given, a positive ``width`` and ``height``.
@@ -492,8 +506,7 @@ def _check_person(ann: Any, images: dict[int, Any], num_joints: int | None) -> N
     if not isinstance(flat, list) or len(flat) != 3 * num_joints:
         count = f"{len(flat) / 3:g}" if isinstance(flat, list) else repr(flat)[:40]
         raise ValueError(f"id {ann_id} has {count} keypoints, the skeleton has {num_joints}")
-    values = np.asarray(flat)  # numbers only: an int or float dtype (vectorised: COCO is big)
-    if values.dtype.kind not in "iuf" or not (np.abs(values) <= MAX_COORDINATE).all():
+    if not _all_coordinates(flat):
         bad = next(i for i, v in enumerate(flat) if not _is_coordinate(v))
         joint = bad // 3
         raise ValueError(
