@@ -395,6 +395,8 @@ def test_a_skeleton_without_flip_pairs_is_not_flipped_silently(
     assert _run([*args, "--flip-p", "0", "--out", str(tmp_path / "unflipped")]) == 0
     assert _run([*args, "--flip-pairs", "joint1", "--out", str(tmp_path / "x")]) == 2
     _one_error_line(capsys, "--flip-pairs takes LEFT:RIGHT joint names, got 'joint1'")
+    assert _run([*args, "--flip-pairs", "joint1:joint99", "--out", str(tmp_path / "x")]) == 2
+    _one_error_line(capsys, f"{train}: --flip-pairs names the joint 'joint99', which is not")
 
 
 @pytest.mark.parametrize(
@@ -612,7 +614,12 @@ def test_evaluation_fields_are_checked_before_training(
         ({"skeleton": [[1, None]]}, "'skeleton' must be a list of [a, b] pairs"),
         ({"skeleton": 5}, "'skeleton' must be a list of [a, b] pairs"),
         ({"keypoints": list(range(17))}, "'keypoints' must be a list of joint names"),
-        ({"keypoints": ["l_x", *COCO_17.names[1:]]}, "'l_x' has no partner named like 'r_x'"),
+        (
+            {"keypoints": ["l_x", *COCO_17.names[1:]]},
+            "'l_x' has no partner named like 'r_x'; give the pairs with --flip-pairs LEFT:RIGHT",
+        ),
+        # the library's "flip_pairs" argument is the trainer's flag
+        ({"flip_pairs": [["l_x", "nose"]]}, "the category's 'flip_pairs' names the joint 'l_x'"),
     ],
 )
 def test_malformed_categories_are_one_line_naming_the_file(
@@ -625,7 +632,7 @@ def test_malformed_categories_are_one_line_naming_the_file(
     bad = _rewritten(data[3], tmp_path / "bad.json", lambda c: c["categories"][0].update(category))
     assert _train(_with_files(data, train_ann=bad), tmp_path / "run") == 2
     err = _one_error_line(capsys, f"{bad}: ", message)
-    assert "pass flip_index" not in err
+    assert "pass flip_index" not in err and "flip_pairs=" not in err
 
 
 def test_unreadable_inputs_name_the_file(

@@ -389,7 +389,8 @@ def file_skeleton(
     path: Path, category: dict[str, Any], flip_pairs: Sequence[Sequence[str]] | None = None
 ) -> Skeleton:
     """:meth:`~posemum_aug.keypoints.Skeleton.from_coco_category` of a file's person
-    category, its errors naming the file.
+    category, its errors naming the file and, where the flip pairs are at fault, the
+    trainer's ``--flip-pairs`` (``flip_pairs``) rather than the library's argument.
 
     Raises:
         ValueError: if the category is malformed or its flip pairs cannot be found.
@@ -397,7 +398,20 @@ def file_skeleton(
     try:
         return Skeleton.from_coco_category(category, flip_pairs=flip_pairs)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        error = str(e)
+    try:
+        Skeleton.from_coco_category(category, flip_pairs=())
+    except ValueError:
+        pass  # the category itself is malformed: the library's words hold
+    else:  # only the flip pairs failed
+        if flip_pairs is not None:
+            error = error.replace("flip_pairs ", "--flip-pairs ", 1)
+        elif "flip_pairs" not in category:  # inferred from the names: cut the library's hint
+            error = (
+                f"{error.partition('; ')[0]}; give the pairs with --flip-pairs LEFT:RIGHT ... or "
+                "a 'flip_pairs' list of [left, right] joint names in the category"
+            )
+    raise ValueError(f"{path}: {error}") from None
 
 
 def _is_int(value: Any) -> bool:
