@@ -147,10 +147,10 @@ def _good() -> list[dict[str, Any]]:
 #: Bad detection-results files: the content, and what the one error line must say.
 BAD_FILES: dict[str, tuple[Any, str]] = {
     "not a list": ({"annotations": _good()}, "is not a COCO detection-results file"),
-    "empty list": ([], "has no detection of the person category (category_id 1)"),
+    "empty list": ([], "has no detection of the person category (category_id 1): it holds"),
     "other category only": (
         [dict(d, category_id=CAR) for d in _good()],
-        "has no detection of the person category (category_id 1), only of categories [3]",
+        "has no detection of the person category (category_id 1): only of categories [3]",
     ),
     "unknown image": (
         [_good()[0], dict(_good()[1], image_id=999)],

@@ -676,8 +676,8 @@ def detection_instances(
     SimpleBaseline's ``COCO_val2017_detections_AP_H_56_person.json``): a JSON list of
     ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``. The detections of
     ``category_id`` are kept in file order, each box clipped to its image where the
-    image's size is known (as ground-truth boxes; a no-op for a detector's boxes) and
-    left out if that empties it; detections of other categories are skipped.
+    image's size is known (as ground-truth boxes are; a detector's boxes lie inside as a
+    rule) and left out if that empties it; detections of other categories are skipped.
 
     Image ids name files through ``image_info``, a COCO file with ``images`` (an
     annotation file, or an image-info file such as ``image_info_unlabeled2017.json``):
@@ -718,14 +718,14 @@ def detection_instances(
             raise ValueError(f"{path}: detection #{index} {e}") from None
         categories.add(det["category_id"])
         if image is not None:
-            ann = {"id": index, "image_id": det["image_id"], "bbox": det["bbox"]}
-            instance = _person_instance({**ann, "score": det["score"]}, image, num_joints, False)
+            ann = {"id": index, **{k: det[k] for k in ("image_id", "bbox", "score")}}
+            instance = _person_instance(ann, image, num_joints, labels=False)
             if instance is not None:
                 instances.append(instance)
     if category_id not in categories:
+        others = f"only of categories {sorted(categories)}" if categories else "it holds none"
         raise ValueError(
-            f"{path} has no detection of the person category (category_id {category_id}), "
-            f"only of categories {sorted(categories)}"
+            f"{path} has no detection of the person category (category_id {category_id}): {others}"
         )
     return tuple(instances)
 
