@@ -75,6 +75,59 @@ def test_divergence_keeps_the_last_good_checkpoint(
     assert [r["step"] for r in _strict_json_lines(out / "metrics.jsonl")] == [3]
 
 
+class _NaNFromRow(torch.nn.Module):
+    """``model`` whose heatmaps are NaN from crop ``row`` of each batch on."""
+
+    def __init__(self, model: torch.nn.Module, row: int) -> None:
+        super().__init__()
+        self.model, self.row = model, row
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        heatmaps: torch.Tensor = self.model(image)
+        heatmaps[self.row :] = math.nan
+        return heatmaps
+
+
+@pytest.mark.parametrize("row", [0, 3])
+def test_nan_predictions_of_one_model_count_as_misses(
+    row: int,
+    data: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
+) -> None:
+    """A teacher whose predictions are NaN (diverged, a bf16 overflow) stopped the final
+    evaluation with exit 2 after all the training, and --resume again. Now its non-finite
+    predictions are misses (no result), counted in the log, results.json and the printout,
+    and the student is scored as in a run without them."""
+    args = [*data, *TINY, "--method", "consistency", "--steps", "2"]
+    assert _run([*args, "--out", str(tmp_path / "clean")]) == 0
+    clean = json.loads((tmp_path / "clean" / "results.json").read_text())["metrics"]
+    evaluate = train.evaluate_models
+
+    def nan_teacher(models: dict[str, torch.nn.Module], *rest: Any) -> Any:
+        return evaluate({**models, "teacher": _NaNFromRow(models["teacher"], row)}, *rest)
+
+    monkeypatch.setattr(train, "evaluate_models", nan_teacher)
+    capsys.readouterr()
+    out = tmp_path / "run"
+    assert _run([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out / "results.json").read_text())["metrics"]
+    crops = len(build_datasets(parse_config(args).data, parse_config(args)).val)
+    batches = [min(16, crops - start) for start in range(0, crops, 16)]  # --eval-batch-size
+    missed = sum(max(0, size - row) for size in batches)
+    assert metrics["student"] == clean["student"]
+    assert metrics["teacher"]["non_finite"] == missed > 0
+    assert "non_finite" not in metrics["student"] and "non_finite" not in clean["teacher"]
+    teacher = json.loads((out / "results_teacher.json").read_text())
+    assert len(teacher) <= crops - missed  # the NaN crops gave no result (once score-0 ones)
+    if row == 0:
+        assert teacher == [] and metrics["teacher"]["AP"] == 0.0  # every person missed
+    assert f"teacher: {missed} crops with predictions that are not finite, scored as" in printed
+    assert [r["eval"] for r in _metrics(out) if "eval" in r] == [metrics]
+
+
 def test_non_finite_values_are_logged_as_null(tmp_path: Path) -> None:
     log = metrics_log.MetricsLog(tmp_path, enabled=True)
     log.write({"step": 1, "loss": math.nan, "eval": {"student": {"AP": math.inf}}})

@@ -1,5 +1,11 @@
 """The validation pass of the trainer: predictions of each model on the validation crops,
 their AP under the evaluation protocol, the printed table and the predictions figure.
+
+A crop whose heatmaps hold a NaN or an infinity (a diverged network, a bf16 overflow) is a
+miss: its prediction is left out of the results, so its person goes unmatched, and the
+count is reported as the model's ``non_finite`` metric (present only when not 0). The
+library's evaluator (:func:`~sshpe.evaluate.evaluate_keypoints`) refuses what is not
+finite; here one model's NaN does not stop the evaluation of the others.
 """
 
 from __future__ import annotations
@@ -39,13 +45,14 @@ class Predictions:
         scores: ``(N, K)`` joint scores (heatmap peaks).
         box_scores: ``(N,)`` the boxes' scores.
         areas: ``(N,)`` crop areas in image pixels.
+        finite: ``(N,)`` bool, whether the crop's heatmaps were all finite.
         image_ids: the ``N`` COCO image ids.
     """
 
     def __init__(self, parts: dict[str, list[Tensor]], image_ids: list[int]) -> None:
         cat = {k: torch.cat(v) for k, v in parts.items()}
         self.crop, self.image, self.scores = cat["crop"], cat["image"], cat["scores"]
-        self.box_scores, self.areas = cat["box"], cat["area"]
+        self.box_scores, self.areas, self.finite = cat["box"], cat["area"], cat["finite"]
         self.image_ids = image_ids
 
 
@@ -60,7 +67,8 @@ def predict(
     """Predictions of ``model`` on every validation crop (flip test when ``flip_index``)."""
     was_training = model.training
     model.eval()
-    parts: dict[str, list[Tensor]] = {"crop": [], "image": [], "scores": [], "box": [], "area": []}
+    names = ("crop", "image", "scores", "box", "area", "finite")
+    parts: dict[str, list[Tensor]] = {name: [] for name in names}
     image_ids: list[int] = []
     for batch in data:
         image = batch["image"].to(device, non_blocking=True)
@@ -74,6 +82,8 @@ def predict(
         parts["scores"].append(scores.cpu())
         parts["box"].append(batch["box_score"].float())
         parts["area"].append(batch["scale"].prod(-1))
+        # decode_heatmaps gives a NaN joint score 0 at a meaningless place: tell it apart
+        parts["finite"].append(heatmaps.isfinite().flatten(1).all(1).cpu())
         image_ids += batch["image_id"].tolist()
     model.train(was_training)
     return Predictions(parts, image_ids)
@@ -88,11 +98,13 @@ def evaluate_models(
     out: Path,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """AP of each model under the run's protocol, its result file written to
-    ``out/results_{name}.json``.
+    ``out/results_{name}.json``; a crop with non-finite heatmaps is a miss (see the
+    module's docstring).
 
     Returns:
-        ``(metrics, crops)``: the :data:`TABLE_METRICS` of each model, and its crop-pixel
-        keypoints for :func:`draw_predictions`.
+        ``(metrics, crops)``: the :data:`TABLE_METRICS` of each model, and ``non_finite``,
+        the count of its missed crops, where that is not 0; and its crop-pixel keypoints
+        for :func:`draw_predictions`.
     """
     skeleton = val.skeleton
     flip_index = skeleton.flip_index if config.evaluation.flip_test else None
@@ -100,28 +112,42 @@ def evaluate_models(
     metrics, crops = {}, {}
     for name, model in models.items():
         p = predict(model, data, flip_index, config, device)
-        results = protocol_results(
-            p.image,
-            p.scores,
-            p.box_scores,
-            p.image_ids,
-            skeleton.sigmas,
-            category_id=val.category_id,
-            areas=p.areas,
+        keep = p.finite
+        results = (
+            protocol_results(
+                p.image[keep],
+                p.scores[keep],
+                p.box_scores[keep],
+                [i for i, kept in zip(p.image_ids, keep.tolist(), strict=True) if kept],
+                skeleton.sigmas,
+                category_id=val.category_id,
+                areas=p.areas[keep],
+            )
+            if keep.any()
+            else []
         )
         stats = evaluate_keypoints(results, val.ann_file, protocol=protocol)
         metrics[name] = {k: stats[k] for k in TABLE_METRICS[protocol]}
+        if missed := int((~keep).sum()):
+            metrics[name]["non_finite"] = missed
         crops[name] = p.crop
         write_json(out / f"results_{name}.json", results, indent=None)
     return metrics, crops
 
 
 def results_table(metrics: dict[str, dict[str, float]]) -> str:
-    """The printed table: one row per model, its metrics as columns."""
-    columns = list(next(iter(metrics.values())))
+    """The printed table: one row per model, its metrics as columns; then a line for each
+    model with ``non_finite`` predictions."""
+    columns = [k for k in next(iter(metrics.values())) if k != "non_finite"]
     lines = ["model    " + "".join(f"{k:>10}" for k in columns)]
     for name, row in metrics.items():
         lines.append(f"{name:<9}" + "".join(f"{row[k]:10.3f}" for k in columns))
+    lines += [
+        f"{name}: {row['non_finite']:g} crops with predictions that are not finite, "
+        "scored as misses"
+        for name, row in metrics.items()
+        if "non_finite" in row
+    ]
     return "\n".join(lines)
 
 
