@@ -125,11 +125,17 @@ def train(
     if pretrained is not None and not run.resume:  # a resumed run loads its checkpoint
         if not pretrained.is_file():
             raise UsageError(f"--pretrained file not found: {pretrained}")
-        for network in networks:
-            skipped = load_pretrained(network, pretrained)
+        # network B of the dual methods loads the backbone only: its own initialisation
+        skipped, *others = (
+            load_pretrained(network, pretrained, keep_head=index > 0)
+            for index, network in enumerate(networks)
+        )
         if skipped and ddp.main:
             kept = ", ".join(sorted({k.split(".")[0] for k in skipped}))
             print(f"--pretrained: {len(skipped)} tensors not in the file kept their init ({kept})")
+        if others and ddp.main:
+            after = ", ".join(networks[1].HEAD)
+            print(f"--pretrained: network B loads its backbone only ({after}: their own init)")
     for network in networks:
         network.to(device)
     students: list[nn.Module] = list(networks)

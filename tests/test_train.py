@@ -11,12 +11,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import train
 from sshpe.cli import parse_config
 from sshpe.loaders import CropCache
+from sshpe.models import build_model
 from sshpe.synthetic import generate_synthetic_coco
 
 from tests.paths import EXAMPLES, REAL, needs_shared_data
@@ -136,6 +138,36 @@ def test_dual_network_a_starts_where_the_single_network_does(
     for name, tensor in a["student"].items():
         assert torch.equal(tensor, b["student"][name]), name
     assert not torch.equal(b["student"]["head.weight"], b["student_b"]["head.weight"])
+
+
+def test_dual_networks_from_one_pose_network_file_start_apart(
+    data: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    """A whole pose network given to ``--pretrained`` made both dual networks start
+    identical, although each has its own initialisation: network A loads all of it,
+    network B its backbone only (its deconvolutions and head keep their own init)."""
+    pose = tmp_path / "pose.pt"
+    torch.manual_seed(1)
+    torch.save(build_model("resnet18", 17, 0.125).state_dict(), pose)
+    given = torch.load(pose, weights_only=True)
+    started: dict[str, dict[str, torch.Tensor]] = {}
+    method = train.SSHPEMethod
+
+    def first_weights(student: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        started["a"] = {k: v.clone() for k, v in student.state_dict().items()}
+        started["b"] = {k: v.clone() for k, v in kwargs["partner"].state_dict().items()}
+        return method(student, *args, **kwargs)
+
+    monkeypatch.setattr(train, "SSHPEMethod", first_weights)
+    args = [*data, *TINY, "--pretrained", str(pose), "--method", "dual", "--steps", "1"]
+    assert _run([*args, "--vis-count", "0", "--out", str(tmp_path / "run")]) == 0
+    for name, tensor in given.items():
+        assert torch.equal(started["a"][name], tensor), name
+        if tensor.dim() > 1:  # the convolutions (a fresh BatchNorm is 1, 0 in both)
+            head = name.startswith(("deconv.", "head."))
+            assert torch.equal(started["b"][name], tensor) != head, name
+    printed = capsys.readouterr().out
+    assert "network B loads its backbone only (deconv, head: their own init)" in printed
 
 
 def test_hrnet_dual_run_from_an_imagenet_classifier(

@@ -190,6 +190,8 @@ class HRNet(nn.Module):
     MIX_AT: tuple[str, ...] = ("", "stem", "stage2", "stage3")
     #: Pose-MUM's default unmix point: the stage-4 output, before the head.
     UNMIX_AT = "stage4"
+    #: The children after the backbone (see :func:`sshpe.models.load_pretrained`).
+    HEAD: tuple[str, ...] = ("head",)
 
     def __init__(
         self, arch: HRNetArch = "hrnet_w32", num_joints: int = 17, width: float = 1.0

@@ -71,6 +71,8 @@ class SimpleBaseline(nn.Module):
     MIX_AT: tuple[str, ...] = ("", "layer1", "layer2", "layer3")
     #: Pose-MUM's default unmix point: ``layer4``, before the deconvolutions.
     UNMIX_AT = "layer4"
+    #: The children after the backbone (see :func:`load_pretrained`'s ``keep_head``).
+    HEAD: tuple[str, ...] = ("deconv", "head")
 
     def __init__(
         self, arch: ResNetArch = "resnet18", num_joints: int = 17, width: float = 1.0
@@ -164,7 +166,7 @@ def mix_points(arch: Arch) -> tuple[tuple[str, ...], str]:
     return network.MIX_AT, network.UNMIX_AT
 
 
-def load_pretrained(model: PoseNet, path: str | Path) -> list[str]:
+def load_pretrained(model: PoseNet, path: str | Path, *, keep_head: bool = False) -> list[str]:
     """Load user-supplied weights into ``model``, checking every name and shape.
 
     Two layouts are accepted:
@@ -185,6 +187,9 @@ def load_pretrained(model: PoseNet, path: str | Path) -> list[str]:
     Args:
         model: the network to fill in place.
         path: a file written by ``torch.save``.
+        keep_head: load the backbone only: the children after it (``model.HEAD``:
+            SimpleBaseline's ``deconv`` and ``head``, HRNet's ``head``) keep their
+            initialisation whatever the file holds (network B of the dual methods).
 
     Returns:
         The names of the model's tensors that were *not* loaded (empty for a full match).
@@ -225,6 +230,8 @@ def load_pretrained(model: PoseNet, path: str | Path) -> list[str]:
             f"{str(path)!r} holds neither a {type(model).__name__} nor an ImageNet classifier "
             f"state dict (first keys: {list(state)[:3]})"
         )
+    if keep_head:
+        skip += [k for k in own if k.split(".")[0] in model.HEAD and k not in skip]
     expected = {k: v for k, v in own.items() if k not in skip}
     state = {k: v for k, v in state.items() if k not in skip}
     problems = [f"missing {k}" for k in expected if k not in state]
