@@ -1,0 +1,127 @@
+"""The real-data configs, each run for one iteration through mmpose's stock tools/train.py on
+the small real COCO-format files of ../shared/data (skipped without them), and their
+ImageNet init_cfg, which is kept in the configs and never fetched here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CONFIGS, SHARED_DATA, scalars
+from mmengine.config import Config
+from stock import run_tool
+
+#: Every real-data config, with its labelled instances (None: all) and ImageNet weights.
+REAL = {
+    "posemum_res50_coco-sshpe-1k-256x192.py": 1000,
+    "posemum_res50_coco-sshpe-5k-256x192.py": 5000,
+    "posemum_res50_coco-sshpe-10k-256x192.py": 10000,
+    "posemum_hrnet-w32_coco-sshpe-1k-256x192.py": 1000,
+    "posemum_hrnet-w32_coco-sshpe-5k-256x192.py": 5000,
+    "posemum_hrnet-w32_coco-sshpe-10k-256x192.py": 10000,
+    "posemum_res50_coco-all-unlabeled2017-256x192.py": None,
+    "posemum_hrnet-w32_coco-all-unlabeled2017-256x192.py": None,
+}
+IMAGENET = {
+    "res50": "torchvision://resnet50",
+    "hrnet-w32": "https://download.openmmlab.com/mmpose/pretrain_models/hrnet_w32-36af842e.pth",
+}
+OCHUMAN = SHARED_DATA / "ochuman-mini"
+needs_data = pytest.mark.skipif(not OCHUMAN.is_dir(), reason="needs ../shared/data")
+
+
+def detector_files(folder: Path) -> dict[str, Path]:
+    """OCHuman's people as a person detector's results (one below the 0.5 score threshold),
+    and its images as an image-info file without annotations (like unlabeled2017's)."""
+    coco = json.loads((OCHUMAN / "test_ochuman.json").read_text())
+    boxes = [
+        {
+            "image_id": a["image_id"],
+            "category_id": 1,
+            "bbox": a["bbox"],
+            "score": 0.9 - 0.5 * (i == 0),
+        }
+        for i, a in enumerate(coco["annotations"])
+    ]
+    image_info = {key: value for key, value in coco.items() if key != "annotations"}
+    files = {"boxes": folder / "boxes.json", "image_info": folder / "image_info.json"}
+    files["boxes"].write_text(json.dumps(boxes))
+    files["image_info"].write_text(json.dumps(image_info))
+    return files
+
+
+def on_ochuman(cfg: Any, files: dict[str, Path]) -> None:
+    """Point ``cfg``'s data at ../shared/data, with 2 labelled + 2 unlabelled crops per step."""
+    labelled, unlabelled = cfg.train_dataloader.dataset.datasets
+    for part in (labelled, unlabelled, cfg.val_dataloader.dataset):
+        part.update(data_root=str(OCHUMAN), ann_file="test_ochuman.json", data_prefix=dict(img=""))
+    if "bbox_file" in unlabelled:  # unlabeled2017: detector boxes on images without labels
+        unlabelled.update(ann_file=str(files["image_info"]), bbox_file=str(files["boxes"]))
+    cfg.val_dataloader.dataset.bbox_file = str(files["boxes"])
+    cfg.val_evaluator.ann_file = str(OCHUMAN / "test_ochuman.json")
+    cfg.test_dataloader, cfg.test_evaluator = cfg.val_dataloader, cfg.val_evaluator
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.update(num_workers=0, persistent_workers=False)
+    cfg.train_dataloader.batch_size = cfg.train_dataloader.sampler.batch_size = 4
+    cfg.train_dataloader.sampler.labelled_per_batch = 2
+    cfg.model.semi_train_cfg.mix.group_size = 2
+    cfg.model.backbone.init_cfg = None  # ImageNet weights: never downloaded in tests
+
+
+@pytest.mark.parametrize("name", list(REAL))
+def test_configs_keep_their_protocol_and_imagenet_weights(name: str) -> None:
+    cfg = Config.fromfile(CONFIGS / name)
+    labelled, unlabelled = cfg.train_dataloader.dataset.datasets
+    assert labelled.get("indices") == REAL[name]
+    assert labelled.ann_file == "annotations/person_keypoints_train2017.json"
+    if REAL[name] is None:
+        assert unlabelled.bbox_file.endswith("unlabeled2017_detections_person.json")
+        assert unlabelled.ann_file == "annotations/image_info_unlabeled2017.json"
+    else:
+        assert unlabelled.ann_file == labelled.ann_file and "indices" not in unlabelled
+    assert cfg.model.backbone.init_cfg.checkpoint == IMAGENET[name.split("_")[1]]
+    # validation: the person detector's boxes and flip test, teacher and student
+    assert "detections" in cfg.val_dataloader.dataset.bbox_file
+    assert cfg.model.test_cfg.flip_test is True
+    assert cfg.val_cfg.type == "TeacherStudentValLoop"
+
+
+@needs_data
+@pytest.mark.parametrize("name", list(REAL))
+def test_each_config_trains_and_validates_on_real_files(name: str, tmp_path: Path) -> None:
+    cfg = Config.fromfile(CONFIGS / name)
+    on_ochuman(cfg, detector_files(tmp_path))
+    validate = REAL[name] in (1000, None)  # the 5K and 10K configs differ only in `indices`
+    cfg.train_cfg.update(max_iters=1, val_interval=1)
+    cfg.default_hooks.logger.interval = 1
+    cfg.dump(str(tmp_path / name))
+    run_tool(
+        "train",
+        tmp_path / name,
+        "--work-dir",
+        str(tmp_path),
+        *([] if validate else ["--no-validate"]),
+    )
+    rows = scalars(tmp_path)
+    (step,) = [row for row in rows if "loss" in row]
+    assert step["sup_loss_kpt"] > 0 and step["unsup_loss_kpt"] > 0
+    if validate:
+        (val,) = [row for row in rows if "teacher/coco/AP" in row]
+        assert "student/coco/AP" in val
+
+
+@needs_data
+def test_crowdpose_trains_with_its_own_skeleton(tmp_path: Path) -> None:
+    cfg = Config.fromfile(CONFIGS / "posemum_res50_coco-sshpe-1k-256x192.py")
+    on_ochuman(cfg, detector_files(tmp_path))
+    folder = SHARED_DATA / "crowdpose-mini"
+    for part in cfg.train_dataloader.dataset.datasets:
+        part.update(type="CrowdPoseDataset", data_root=str(folder), ann_file="test_crowdpose.json")
+    cfg.model.head.out_channels = 14
+    cfg.train_cfg.update(max_iters=1, val_interval=1)
+    cfg.dump(str(tmp_path / "crowdpose.py"))
+    run_tool("train", tmp_path / "crowdpose.py", "--work-dir", str(tmp_path), "--no-validate")
+    (step,) = [row for row in scalars(tmp_path) if "loss" in row]
+    assert step["sup_loss_kpt"] > 0 and step["unsup_loss_kpt"] > 0
