@@ -2,7 +2,7 @@
 # and set up like examples/train.py's synthetic profile, so that the two can be compared:
 # a ResNet-18 SimpleBaseline at a quarter of the width (16-128 channels, 64-channel
 # deconvolutions), 128 x 96 crops, heatmap sigma 2, the first 500 people labelled, 16
-# labelled + 16 unlabelled crops per step, SSHPE's augmentation, Adam 3e-3, 1500 steps, an
+# labelled + 16 unlabelled crops per step, SSHPE's augmentation, Adam 3e-3, 1000 steps, an
 # EMAN teacher at momentum 0.01 (mmdet's convention: the teacher keeps 0.99).
 #
 #   python examples/mmpose/prepare_data.py --out data/posemum_mmpose
@@ -20,7 +20,7 @@ data_mode = "topdown"
 labelled_people = 500  # the first N instances of the training file (SSHPE's protocol)
 labelled_per_batch = 16
 batch_size = 32  # labelled + unlabelled crops per step and process
-max_iters = 1500
+max_iters = 1000
 val_interval = 250
 
 # (w, h) crops and heatmaps at stride 4
