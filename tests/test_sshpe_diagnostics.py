@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import pytest
 import torch
@@ -12,12 +13,15 @@ from sshpe.diagnostics import (
     joint_groups,
     keypoints_in_view,
     pseudo_label_quality,
+    step_diagnostics,
 )
+from sshpe.methods import PseudoLabels, unwrap
 from torch import nn
 
 from posemum_aug.heatmap import render_heatmaps
 from posemum_aug.keypoints import COCO_17
 from posemum_aug.transforms import compose_affine, flip_matrix
+from tests.test_sshpe_models import SKELETON, _images, _method
 
 
 def test_joint_groups_cover_coco_once() -> None:
@@ -94,3 +98,36 @@ def test_batchnorm_gap_reports_both_modes_without_changing_the_model() -> None:
     assert net.training
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
     assert stats["pseudo_x_peak_eval"] != stats["pseudo_x_peak_batch"]
+
+
+@pytest.mark.parametrize("name", ["posemum", "posemum_dual"])
+def test_the_teacher_gap_measures_the_network_that_makes_the_pseudo_labels(name: str) -> None:
+    """``pseudo_teacher_*`` measured network A's EMAN evaluation copy also for the dual
+    methods, where network B makes A's pseudo-labels: now it is B there (mixing paused),
+    the teacher elsewhere; and the step's pseudo-labels are B's batch-statistics heatmaps."""
+    method = _method(name, mix_p_feature=1.0)
+    g = torch.Generator().manual_seed(0)
+    labeled = {
+        "image": _images(8),
+        "keypoints": 8 + 48 * torch.rand(8, 3, 2, generator=g),
+        "visibility": torch.ones(8, 3),
+    }
+    method.losses(labeled, {"image": _images(8, seed=1)})
+    pseudo = cast(PseudoLabels, method.last_pseudo)
+    dual = name == "posemum_dual"
+    source = unwrap(method.learners[1].student) if dual else method.teacher.module
+    if dual:  # B made them: in training mode, mixing paused, on batch statistics
+        with method.unmixed(), batch_statistics(source), torch.no_grad():
+            assert torch.equal(source(pseudo.view.image), pseudo.targets)
+    for learner in method.learners:  # the students have moved away from their teachers
+        with torch.no_grad():
+            learner.student.head.bias.add_(0.5)
+    keypoints, visibility = 8 + 48 * torch.rand(8, 3, 2, generator=g), torch.ones(8, 3)
+    stats = step_diagnostics(method, keypoints, visibility, {})
+    points, labelled = keypoints_in_view(
+        keypoints, visibility, pseudo.matrix, pseudo.flipped, SKELETON.flip_index, (64, 64)
+    )
+    with method.unmixed():
+        expected = batchnorm_gap(source, pseudo.view.image, points, labelled, "teacher")
+    assert {k: v for k, v in stats.items() if "_teacher_" in k} == expected
+    method.close()

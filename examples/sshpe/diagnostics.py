@@ -264,7 +264,9 @@ def step_diagnostics(
     Call it after :meth:`SSHPEMethod.losses` with the labels the unlabelled batch carried
     in its file (which the step never saw): :func:`pseudo_label_quality` of the teacher's
     targets and :func:`batchnorm_gap` of the student (mixing paused) and the teacher on
-    the same easy view.
+    the same easy view. For the dual methods the "teacher" is network B, which makes
+    network A's targets (:meth:`~sshpe.methods.SSHPEMethod.pseudo_label_network`; A's
+    EMAN copy only serves evaluation), run with its mixing paused.
 
     Args:
         method: the training step, after a semi-supervised :meth:`~SSHPEMethod.losses`.
@@ -304,24 +306,13 @@ def step_diagnostics(
         refine=refine,
     )
     with method.unmixed():
-        stats |= batchnorm_gap(
-            unwrap(method.student),
-            view.image,
-            points,
-            labelled,
-            "student",
-            alpha=alpha,
-            refine=refine,
-        )
-    stats |= batchnorm_gap(
-        method.teacher.module,
-        view.image,
-        points,
-        labelled,
-        "teacher",
-        alpha=alpha,
-        refine=refine,
-    )
+        for name, network in (
+            ("student", unwrap(method.student)),
+            ("teacher", method.pseudo_label_network()),
+        ):
+            stats |= batchnorm_gap(
+                network, view.image, points, labelled, name, alpha=alpha, refine=refine
+            )
     return stats
 
 

@@ -748,6 +748,13 @@ class SSHPEMethod:
                 stack.enter_context(learner.mixing(False))
             yield
 
+    def pseudo_label_network(self, index: int = 0) -> nn.Module:
+        """The network whose heatmaps learner ``index`` fits: its teacher's network, or
+        for the dual methods the other student (unwrapped from DDP), as it is."""
+        if not self.config.dual:
+            return self.learners[index].teacher.module
+        return unwrap(self.learners[1 - index].student)
+
     @contextmanager
     def _pseudo_label_source(self, index: int) -> Iterator[nn.Module]:
         """The network whose heatmaps learner ``index`` fits, ready to run: its teacher, or
