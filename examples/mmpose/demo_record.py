@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the record (JSON) to write")
     args = parser.parse_args(argv)
     env = os.environ | {"POSEMUM_MMPOSE_DATA": f"{args.data_root}/", "OMP_NUM_THREADS": "1"}
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", str(HERE)], capture_output=True, text=True
+    )
     commands, processes, started = {}, {}, time.monotonic()
     for name, options in RUNS.items():
         command = [sys.executable, str(TRAIN), str(CONFIG), "--work-dir", str(args.work_dir / name)]
@@ -75,10 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         }
         for name in processes
     }
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     record = {
         "what": "the mmpose demo config, semi-supervised vs supervised-only (issue 19)",
-        "git_sha": sha.stdout.strip(),
+        "git_sha": sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else ""),
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
         f"torch {torch.__version__}, mmpose {mmpose.__version__}",
