@@ -423,6 +423,31 @@ def test_a_saved_config_derives_the_sizes_again(tmp_path: Path) -> None:
     assert kept.method.sigma == 2.5 and kept.method.cutout_jitter == 15.0
 
 
+def test_a_config_saved_before_derived_was_listed_derives_its_sizes_again(
+    tmp_path: Path,
+) -> None:
+    """A config.json written before 894eedf has no "derived" list: its values equal to
+    what its own input size and network derive are taken as derived, others as given."""
+    files = ["--images", "i", "--train-ann", "t", "--val-ann", "v", "--steps", "1"]
+    saved = tmp_path / "config.json"
+    for extra, sigma in (([], 3.0), (["--sigma", "2.5"], 2.5)):
+        old = parse_config([*files, *extra, "--out", str(tmp_path / "a")]).to_json()
+        del old["derived"]
+        rundir.write_json(saved, old)
+        size = ["--input-size", "384", "288", "--arch", "hrnet_w32"]
+        again = parse_config(["--config", str(saved), *size])
+        method = again.method
+        assert (method.sigma, method.cutout_jitter, method.cutout_half_size) == (
+            sigma,
+            15.0,
+            (15, 28),
+        )
+        assert (method.mix_at, method.unmix_at) == (("", "stem", "stage2", "stage3"), "stage4")
+        assert ("sigma" in again.derived) == (not extra)
+        same = parse_config(["--config", str(saved)])  # e.g. its --resume: nothing changes
+        assert same.to_json()["method"] == old["method"]
+
+
 def _renamed_joints(coco: dict[str, Any]) -> None:
     coco["categories"][0]["keypoints"] = [f"joint{k}" for k in range(17)]
 

@@ -59,6 +59,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "build_config",
+    "derived_options",
     "field_types",
     "flag_of",
     "load_config_file",
@@ -406,7 +407,9 @@ class TrainConfig:
         derived: the options whose values were derived from others (the target sigma from
             the crop height, ...; see :func:`build_config`): a saved configuration lists
             them, and ``--config`` / ``--resume`` derive them again instead of taking them
-            as given.
+            as given. A file saved before the list existed (no ``"derived"`` key) has its
+            values that equal what its own input size and network derive taken as derived
+            (:func:`load_config_file`).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -608,7 +611,10 @@ def _shown(value: Any, limit: int = 40) -> str:
 def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
     """The sections of a saved configuration (``config.json`` of a run), values converted,
     less the options of :data:`INVOCATION_ONLY` and those the file lists as ``"derived"``
-    (:attr:`TrainConfig.derived`: derived again from the options they follow).
+    (:attr:`TrainConfig.derived`: derived again from the options they follow). A file
+    without that list (saved before it existed) is read as if it listed the options whose
+    values equal what the file's own input size and network derive (a value given equal to
+    the derived one is then derived again too).
 
     Raises:
         ConfigError: if the file is missing, not JSON, names an unknown option or has a
@@ -621,7 +627,7 @@ def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
     except ValueError as e:
         raise ConfigError(f"--config: {path} is not JSON: {e}") from None
     _require(isinstance(data, dict), f"--config: {path} is not a configuration object")
-    derived = data.pop("derived", [])
+    derived = data.pop("derived") if "derived" in data else _derived_in(data)
     _require(
         isinstance(derived, list) and all(name in _field_index() for name in derived),
         f"--config: {path}: 'derived' must list option names, got {_shown(derived)}",
@@ -647,6 +653,41 @@ def load_config_file(path: Path) -> dict[str, dict[str, Any]]:
     return layer
 
 
+def _derived_in(saved: dict[str, Any]) -> list[str]:
+    """The options of a saved configuration without a ``"derived"`` list whose values equal
+    what its own model section derives (none if that section cannot be read: the
+    caller's checks name the problem)."""
+    try:
+        model = ModelConfig(**{k: convert(k, v) for k, v in saved["model"].items()})
+        method = {k: convert(k, v) for k, v in saved["method"].items() if k in _DERIVED}
+    except (ConfigError, KeyError, TypeError, AttributeError):
+        return []
+    return sorted(k for k, v in derived_options(model).items() if method.get(k) == v)
+
+
+#: The options :func:`derived_options` derives.
+_DERIVED = (*SCALED_WITH_HEIGHT, *FOLLOWS_ARCH)
+
+
+def derived_options(model: ModelConfig) -> dict[str, Any]:
+    """The method options derived from the model: :data:`SCALED_WITH_HEIGHT` from the crop
+    height, :data:`FOLLOWS_ARCH` from the network.
+
+    Example:
+        >>> derived_options(ModelConfig(input_size=(384, 288)))["cutout_half_size"]
+        (15, 28)
+    """
+    jitter, half_size = scaled_cutout(model.input_size[0])
+    mix_at, unmix_at = mix_points(model.arch)
+    return {
+        "sigma": scaled_sigma(model.input_size[0]),
+        "cutout_jitter": jitter,
+        "cutout_half_size": half_size,
+        "mix_at": mix_at,
+        "unmix_at": unmix_at,
+    }
+
+
 def build_config(*layers: Layer) -> TrainConfig:
     """The configuration of the given layers over the defaults and the data's profile.
 
@@ -669,17 +710,7 @@ def build_config(*layers: Layer) -> TrainConfig:
     data = DataConfig(**given["data"])
     profile = PROFILES["synthetic" if data.synthetic else "files"]
     values = {name: {**profile.get(name, {}), **given[name]} for name in SECTIONS}
-    model = ModelConfig(**values["model"])
-    height = model.input_size[0]
-    jitter, half_size = scaled_cutout(height)
-    mix_at, unmix_at = mix_points(model.arch)
-    derived = {
-        "sigma": scaled_sigma(height),
-        "cutout_jitter": jitter,
-        "cutout_half_size": half_size,
-        "mix_at": mix_at,
-        "unmix_at": unmix_at,
-    }
+    derived = derived_options(ModelConfig(**values["model"]))
     unset = frozenset(derived).difference(values["method"])
     values["method"] = {**derived, **values["method"]}
     sections = {name: SECTIONS[name](**values[name]) for name in SECTIONS}
