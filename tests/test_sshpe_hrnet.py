@@ -148,6 +148,31 @@ def test_imagenet_classifier_loads_through_load_pretrained(tmp_path: Path) -> No
                        classifier["stage4.2.fuse_layers.0.3.0.weight"])  # fmt: skip
 
 
+@pytest.mark.parametrize("joints", [17, 14])
+def test_the_pose_release_loads_its_heatmap_head(joints: int, tmp_path: Path) -> None:
+    """The common pose HRNet release (``pose_hrnet_w32_256x192.pth``) names its 1x1 heatmap
+    head ``final_layer``, which was dropped as a classifier's head: it is the model's
+    ``head`` where the shapes match (the same joints), else the head keeps its init."""
+    release = imagenet_classifier_state("hrnet_w32", 0.125)
+    for key in [k for k in release if k.startswith(("incre_", "downsamp_", "final_", "class"))]:
+        del release[key]
+    g = torch.Generator().manual_seed(1)
+    release["final_layer.weight"] = torch.randn(17, 4, 1, 1, generator=g)
+    release["final_layer.bias"] = torch.randn(17, generator=g)
+    torch.save({"state_dict": release}, tmp_path / "pose_hrnet_w32.pth")
+    model = HRNet("hrnet_w32", joints, 0.125)
+    head = model.head.weight.clone()
+    skipped = load_pretrained(model, tmp_path / "pose_hrnet_w32.pth")
+    if joints == 17:
+        assert skipped == []
+        assert torch.equal(model.head.weight, release["final_layer.weight"])
+        assert torch.equal(model.head.bias, release["final_layer.bias"])
+    else:
+        assert skipped == ["head.weight", "head.bias"]
+        assert torch.equal(model.head.weight, head)
+    assert torch.equal(model.state_dict()["stem.3.weight"], release["conv2.weight"])
+
+
 def test_a_classifier_of_another_network_is_one_error(tmp_path: Path) -> None:
     torch.save(imagenet_classifier_state("hrnet_w48", 0.125), tmp_path / "w48.pth")
     with pytest.raises(ValueError, match=r"transition1\.0\.0\.weight has shape \(6, 32, 3, 3\)"):

@@ -26,7 +26,7 @@ branch, so any input size works; heatmaps are ``(H / 4, W / 4)`` for sizes divis
 The parameter names follow the common HRNet releases (``layer1``, ``transition1``,
 ``stage2.0.branches.0.0.conv1``, ``stage2.0.fuse_layers.1.0.0.0``, ...) with the stem as
 ``stem.0/1/3/4`` and the head as ``head``: :func:`classifier_state` maps an ImageNet HRNet
-classifier onto the network.
+classifier, or the pose release (its heatmap head ``final_layer``), onto the network.
 
 Example:
     >>> import torch
@@ -251,22 +251,26 @@ class HRNet(nn.Module):
 def classifier_state(
     state: Mapping[str, Tensor], model: HRNet
 ) -> tuple[dict[str, Tensor], list[str]]:
-    """An ImageNet HRNet classifier's state dict in ``model``'s names.
+    """An ImageNet HRNet classifier's (or the pose HRNet release's) state dict in
+    ``model``'s names.
 
     The common releases (``conv1, bn1, conv2, bn2, layer1, transition1, stage2, ...``) share
     the backbone with the pose network; the stem is renamed, the classifier's head
-    (``incre_modules``, ``downsamp_modules``, ``final_layer``, ``classifier``) is dropped, and
-    so are the fuse rows into branches 2-4 of the last stage-4 module, which the pose network
-    does not compute.
+    (``incre_modules``, ``downsamp_modules``, ``final_layer.*``, ``classifier``) is dropped,
+    and so are the fuse rows into branches 2-4 of the last stage-4 module, which the pose
+    network does not compute. The pose release (``pose_hrnet_w32_256x192.pth``, ...) names
+    its 1x1 heatmap head ``final_layer.weight`` / ``final_layer.bias``: that is ``model``'s
+    ``head`` where the shapes match (the same joints), else the head is skipped.
 
     Args:
         state: the classifier's entries.
         model: the network they are for.
 
     Returns:
-        ``(entries, skipped)``: the backbone entries under ``model``'s names (not checked:
-        the caller compares them with the model), and the model's entries the classifier
-        cannot give (the heatmap head), left at their initialisation.
+        ``(entries, skipped)``: the backbone entries (and the pose release's head) under
+        ``model``'s names (not checked: the caller compares them with the model), and the
+        model's entries the file cannot give (the heatmap head of a classifier, or of
+        another number of joints), left at their initialisation.
 
     Example:
         >>> import torch
@@ -277,11 +281,15 @@ def classifier_state(
         (['stem.3.weight'], ['head.weight', 'head.bias'])
     """
     last = f"stage4.{len(model.stage4) - 1}.fuse_layers."
-    entries = {}
+    own = model.state_dict()
+    names = {"head." + k: "final_layer." + k for k in ("weight", "bias")}
+    entries = {k: state[v] for k, v in names.items() if v in state}  # the pose release's head
+    if len(entries) < len(names) or any(v.shape != own[k].shape for k, v in entries.items()):
+        entries = {}
     for key, value in state.items():
         lower_rows = key.startswith(last) and not key.startswith(last + "0.")
         if key.startswith(_CLASSIFIER_HEAD) or lower_rows:
             continue
         old = next((old for old in _STEM_NAMES if key.startswith(old)), None)
         entries[key if old is None else _STEM_NAMES[old] + key[len(old) :]] = value
-    return entries, [k for k in model.state_dict() if k.startswith("head.")]
+    return entries, [k for k in own if k.startswith("head.") and k not in entries]

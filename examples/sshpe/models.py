@@ -182,7 +182,8 @@ def load_pretrained(model: PoseNet, path: str | Path, *, keep_head: bool = False
     - for an :class:`~sshpe.hrnet.HRNet`, an ImageNet HRNet classifier of the common
       releases (``conv1, bn1, conv2, bn2, layer1, transition1, stage2, ...``): the backbone
       is loaded, the classifier's head is dropped (:func:`~sshpe.hrnet.classifier_state`)
-      and the heatmap head keeps its initialisation.
+      and the heatmap head keeps its initialisation; or the pose HRNet release in the same
+      names, whose ``final_layer`` is the heatmap head (loaded for the same joints).
 
     Args:
         model: the network to fill in place.
