@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -475,6 +476,30 @@ def test_a_skeleton_without_flip_pairs_is_not_flipped_silently(
     _one_error_line(capsys, "--flip-pairs takes LEFT:RIGHT joint names, got 'joint1'")
     assert _run([*args, "--flip-pairs", "joint1:joint99", "--out", str(tmp_path / "x")]) == 2
     _one_error_line(capsys, f"{train}: --flip-pairs names the joint 'joint99', which is not")
+
+
+class _Box:
+    """An object holding a tensor, printed the same whatever the tensor holds."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __repr__(self) -> str:
+        return "_Box()"
+
+
+def test_the_checksum_refuses_a_type_it_cannot_hash(tmp_path: Path) -> None:
+    """Another type was hashed by its ``repr``, so a tensor inside it went unhashed: two
+    contents differing in its bytes had one checksum. Now it is a TypeError, while every
+    type a checkpoint holds hashes."""
+    with pytest.raises(TypeError, match="_Box"):
+        checkpoint.checksum({"step": 1, "box": _Box(torch.ones(2))})
+    held = {"a": [None, True, 2, 0.5, "s", b"b", (1,)], "b": Counter({3: 1}), "c": torch.Size([2])}
+    assert checkpoint.checksum(held) != checkpoint.checksum({**held, "c": torch.Size([3])})
+    path = tmp_path / "checkpoint.pt"  # a file torch loads, holding a type not hashed
+    torch.save({**dict.fromkeys(checkpoint.KEYS, 0), "step": {1, 2}}, path)
+    with pytest.raises(checkpoint.CheckpointError, match="cannot hash a set"):
+        checkpoint.load_checkpoint(path)
 
 
 @pytest.mark.parametrize(

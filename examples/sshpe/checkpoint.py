@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,21 @@ def set_rng_state(
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def checksum(obj: Any) -> str:
+def checksum(obj: object) -> str:
     """SHA-256 of a checkpoint's content, the same before ``torch.save`` and after
-    ``torch.load``: every tensor's dtype, shape and bytes, every other value's type and
-    ``repr``, dicts in the order of their keys' ``repr``.
+    ``torch.load``: every tensor's dtype, shape and bytes, every scalar's type and ``repr``
+    (``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``), dicts (``OrderedDict``,
+    ``Counter``, ...) in the order of their keys' ``repr``, lists and tuples in order.
+
+    Args:
+        obj: the content: tensors and scalars nested in dicts, lists and tuples.
+
+    Returns:
+        The digest, 64 hexadecimal digits.
+
+    Raises:
+        TypeError: on a value of another type, which could hold a tensor its ``repr``
+            leaves out.
 
     Example:
         >>> state = {"step": 3, "w": torch.ones(2)}
@@ -110,26 +122,38 @@ def checksum(obj: Any) -> str:
         False
     """
     digest = hashlib.sha256()
-    _feed(digest, obj)
+    for chunk in _chunks(obj):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
-def _feed(digest: Any, obj: Any) -> None:
+#: The types :func:`checksum` hashes by their ``repr`` (exactly these: a subclass may
+#: hold more than it prints).
+_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _chunks(obj: object) -> Iterator[bytes | memoryview]:
+    """The bytes :func:`checksum` hashes for ``obj``, in order."""
     if isinstance(obj, torch.Tensor):
         tensor = obj.detach().cpu().contiguous()
-        digest.update(f"tensor {tensor.dtype} {tuple(tensor.shape)};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        yield f"tensor {tensor.dtype} {tuple(tensor.shape)};".encode()
+        yield tensor.reshape(-1).view(torch.uint8).numpy().data
     elif isinstance(obj, dict):
-        digest.update(f"dict {len(obj)};".encode())
+        yield f"dict {len(obj)};".encode()
         for key in sorted(obj, key=repr):
-            _feed(digest, key)
-            _feed(digest, obj[key])
+            yield from _chunks(key)
+            yield from _chunks(obj[key])
     elif isinstance(obj, list | tuple):
-        digest.update(f"{type(obj).__name__} {len(obj)};".encode())
+        yield f"{type(obj).__name__} {len(obj)};".encode()
         for item in obj:
-            _feed(digest, item)
+            yield from _chunks(item)
+    elif type(obj) in _SCALARS:
+        yield f"{type(obj).__name__} {obj!r};".encode()
     else:
-        digest.update(f"{type(obj).__name__} {obj!r};".encode())
+        raise TypeError(
+            f"checksum: cannot hash a {type(obj).__name__} (its repr may leave out what it "
+            "holds); checkpoints hold tensors and scalars in dicts, lists and tuples"
+        )
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
@@ -175,8 +199,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
     Raises:
         CheckpointError: if the file is missing, empty, truncated, not a checkpoint, lacks
-            an entry, or its content no longer matches its checksum; the message names
-            the file.
+            an entry, holds a value :func:`checksum` cannot hash, or its content no longer
+            matches its checksum; the message names the file.
     """
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -198,7 +222,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "written by an older train.py?)"
         )
     stored = ckpt.pop("checksum")
-    if checksum(ckpt) != stored:
+    try:
+        computed = checksum(ckpt)
+    except TypeError as e:
+        raise CheckpointError(f"{path} is not a checkpoint of this trainer ({e})") from None
+    if computed != stored:
         raise CheckpointError(
             f"{path} is damaged: its content no longer matches the checksum written with it "
             "(bytes changed on disk); resume from a copy, or remove it to start over"
