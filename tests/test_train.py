@@ -17,11 +17,13 @@ import pytest
 import torch
 import train
 from sshpe.cli import parse_config
+from sshpe.evaluate import evaluate_keypoints
 from sshpe.loaders import CropCache
 from sshpe.models import build_model
 from sshpe.synthetic import generate_synthetic_coco
+from sshpe.validation import TABLE_METRICS
 
-from tests.paths import EXAMPLES, REAL, needs_shared_data
+from tests.paths import CROWDPOSE, EXAMPLES, REAL, needs_shared_data
 from tests.test_sshpe_hrnet import imagenet_classifier_state
 
 #: A tiny, fast configuration: 64 x 64 crops, a 1/8-width ResNet-18, 4 + 4 crops per step.
@@ -198,7 +200,9 @@ def test_hrnet_dual_run_from_an_imagenet_classifier(
 @pytest.mark.parametrize("ann", REAL)
 def test_hrnet_dual_networks_on_the_real_files(ann: Path, tmp_path: Path) -> None:
     """Both new pieces together on the real files (CrowdPose's 14 joints, OCHuman's 17):
-    HRNet-W32 with ``posemum_dual``, every network evaluated under the file's protocol."""
+    HRNet-W32 with ``posemum_dual``, every network evaluated under the file's protocol:
+    its metrics are those of the results it wrote, scored again, and the two networks
+    (K heatmaps each) are apart."""
     out = tmp_path / "run"
     args = [
         "--images", str(ann.parent), "--train-ann", str(ann), "--val-ann", str(ann), *TINY,
@@ -208,7 +212,16 @@ def test_hrnet_dual_networks_on_the_real_files(ann: Path, tmp_path: Path) -> Non
     assert _run(args) == 0
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert list(metrics) == NETWORKS["posemum_dual"]
-    assert all(-1 <= row["AP"] <= 1 for row in metrics.values())
+    protocol, joints = ("crowdpose", 14) if ann == CROWDPOSE else ("coco", 17)
+    for name, row in metrics.items():
+        assert list(row) == list(TABLE_METRICS[protocol]), name
+        results = json.loads((out / f"results_{name}.json").read_text())
+        assert results and all(len(r["keypoints"]) == 3 * joints for r in results)
+        scored = evaluate_keypoints(results, ann, protocol=protocol)
+        assert {metric: scored[metric] for metric in row} == row, name
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["student"]["head.weight"].shape[0] == joints
+    assert not torch.equal(ckpt["student"]["head.weight"], ckpt["student_b"]["head.weight"])
 
 
 @pytest.mark.parametrize(
