@@ -14,12 +14,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import cast
 
 import torch
 from torch import nn
 
-__all__ = ["BasicBlock", "Bottleneck", "init_pose_weights"]
+__all__ = ["BasicBlock", "Bottleneck", "check_network_args", "init_pose_weights"]
 
 
 class BasicBlock(nn.Module):
@@ -117,3 +118,21 @@ def init_pose_weights(model: nn.Module, head: nn.Conv2d) -> None:
             nn.init.zeros_(m.bn3.weight)
     nn.init.normal_(head.weight, std=0.001)
     nn.init.zeros_(cast(torch.Tensor, head.bias))
+
+
+def check_network_args(arch: str, known: Collection[str], num_joints: int, width: float) -> None:
+    """The constructor checks every pose network shares.
+
+    Raises:
+        ValueError: if ``arch`` is not in ``known``, ``num_joints`` is not an integer
+            >= 1, or ``width`` is not > 0.
+
+    Example:
+        >>> check_network_args("resnet18", ("resnet18",), 17, 0.25)
+    """
+    if arch not in known:
+        raise ValueError(f"arch must be one of {sorted(known)}, got {arch!r}")
+    if isinstance(num_joints, bool) or not isinstance(num_joints, int) or num_joints < 1:
+        raise ValueError(f"num_joints must be an integer >= 1, got {num_joints!r}")
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width!r}")

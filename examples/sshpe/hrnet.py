@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sshpe.blocks import BasicBlock, Bottleneck, init_pose_weights
+from sshpe.blocks import BasicBlock, Bottleneck, check_network_args, init_pose_weights
 
 __all__ = ["HRNet", "HRNetArch", "HighResolutionModule", "Transition", "classifier_state"]
 
@@ -197,12 +197,7 @@ class HRNet(nn.Module):
         self, arch: HRNetArch = "hrnet_w32", num_joints: int = 17, width: float = 1.0
     ) -> None:
         super().__init__()
-        if arch not in _WIDTHS:
-            raise ValueError(f"arch must be one of {sorted(_WIDTHS)}, got {arch!r}")
-        if isinstance(num_joints, bool) or not isinstance(num_joints, int) or num_joints < 1:
-            raise ValueError(f"num_joints must be an integer >= 1, got {num_joints!r}")
-        if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+        check_network_args(arch, _WIDTHS, num_joints, width)
         self.arch = arch
         self.num_joints = num_joints
         self.width = width

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from sshpe.blocks import BasicBlock, Bottleneck, init_pose_weights
+from sshpe.blocks import BasicBlock, Bottleneck, check_network_args, init_pose_weights
 from sshpe.hrnet import HRNet, classifier_state
 
 ResNetArch = Literal["resnet18", "resnet50"]
@@ -78,12 +78,7 @@ class SimpleBaseline(nn.Module):
         self, arch: ResNetArch = "resnet18", num_joints: int = 17, width: float = 1.0
     ) -> None:
         super().__init__()
-        if arch not in _DEPTHS:
-            raise ValueError(f"arch must be one of {sorted(_DEPTHS)}, got {arch!r}")
-        if isinstance(num_joints, bool) or not isinstance(num_joints, int) or num_joints < 1:
-            raise ValueError(f"num_joints must be an integer >= 1, got {num_joints!r}")
-        if not width > 0:
-            raise ValueError(f"width must be > 0, got {width!r}")
+        check_network_args(arch, _DEPTHS, num_joints, width)
         self.arch = arch
         self.num_joints = num_joints
         self.width = width
