@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sshpe.config import TrainConfig
+from sshpe.errors import error_reason
 from sshpe.outputs import claim
 
 __all__ = [
@@ -210,7 +211,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any bytes reach the unpickler: KeyError, ValueError, ...
         raise CheckpointError(
-            f"{path} is damaged or not a checkpoint written by torch.save ({_reason(e)}); "
+            f"{path} is damaged or not a checkpoint written by torch.save ({error_reason(e)}); "
             "remove it to start over"
         ) from None
     if not isinstance(ckpt, dict):
@@ -232,12 +233,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             "(bytes changed on disk); resume from a copy, or remove it to start over"
         )
     return ckpt
-
-
-def _reason(error: Exception) -> str:
-    """An exception as ``Type: first line`` (``Type`` alone when it has no message)."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def resume_checkpoint(path: Path, config: TrainConfig, world_size: int) -> dict[str, Any]:

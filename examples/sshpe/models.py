@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sshpe.blocks import BasicBlock, Bottleneck, check_network_args, init_pose_weights
+from sshpe.errors import error_reason
 from sshpe.hrnet import HRNet, classifier_state
 
 ResNetArch = Literal["resnet18", "resnet50"]
@@ -199,11 +200,9 @@ def load_pretrained(model: PoseNet, path: str | Path, *, keep_head: bool = False
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as err:  # any bytes reach the unpickler: KeyError, ValueError, ...
-        lines = str(err).strip().splitlines()
-        reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
         raise ValueError(
             f"cannot read pretrained weights {str(path)!r}: not a file written by torch.save, "
-            f"or damaged ({reason})"
+            f"or damaged ({error_reason(err)})"
         ) from None
     state = _find_state_dict(obj, path)
     own = model.state_dict()
