@@ -15,6 +15,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+from sshpe import data as data_module
 from sshpe.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -188,6 +189,21 @@ def _write(tmp_path: Path, name: str, data: dict[str, object]) -> Path:
     path = tmp_path / name
     path.write_text(json.dumps(data))
     return path
+
+
+@needs_shared_data
+def test_a_file_s_images_are_checked_once_per_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image table (every image checked) was built twice per load."""
+    tables = []
+    build = data_module.image_table
+
+    def counted(*args: Any) -> Any:
+        tables.append(args[0])
+        return build(*args)
+
+    monkeypatch.setattr(data_module, "image_table", counted)
+    load_coco_persons(OCHUMAN)
+    assert tables == [OCHUMAN]
 
 
 @needs_shared_data

@@ -530,7 +530,11 @@ def _check_person(ann: Any, images: dict[int, Any], num_joints: int | None) -> N
 
 
 def person_annotations(
-    path: Path, data: dict[str, Any], category: dict[str, Any], num_joints: int | None
+    path: Path,
+    data: dict[str, Any],
+    category: dict[str, Any],
+    num_joints: int | None,
+    images: dict[int, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The annotations of the person category, in file order, each checked for every field a
     loader or an evaluation reads.
@@ -541,6 +545,8 @@ def person_annotations(
         category: its person category.
         num_joints: ``K`` to check the keypoints against; ``None`` when the labels are
             ignored (not checked, not read).
+        images: :func:`image_table` of ``data``'s images, if the caller has built it
+            (else built here).
 
     Raises:
         ValueError: on a category without an integer ``id``, a malformed image table or
@@ -551,7 +557,8 @@ def person_annotations(
         raise ValueError(
             f"{path}: the person category's 'id' must be an integer, got {category_id!r}"
         )
-    images = image_table(path, data.get("images"))
+    if images is None:
+        images = image_table(path, data.get("images"))
     annotations = data.get("annotations", [])
     if not isinstance(annotations, list):
         raise ValueError(f"{path}: 'annotations' must be a list of objects")
@@ -622,7 +629,7 @@ def load_coco_persons(
     num_joints = skeleton.num_joints
     images = image_table(path, data["images"])
     instances = []
-    for ann in person_annotations(path, data, category, num_joints if labels else None):
+    for ann in person_annotations(path, data, category, num_joints if labels else None, images):
         if ann.get("iscrowd", 0):
             continue
         instance = _person_instance(ann, images[ann["image_id"]], num_joints, labels)
