@@ -178,7 +178,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """
     namespace = build_parser().parse_args(argv)
     flags: dict[str, dict[str, Any]] = {}
-    config_file = None
+    config_file: Path | None = None
     for key, value in vars(namespace).items():
         if key == "config":
             config_file = value
@@ -223,7 +223,10 @@ def _check_machine(config: TrainConfig) -> None:
 
 
 def _naming_the_file(
-    message: str, saved: dict[str, dict[str, Any]], flags: dict[str, dict[str, Any]], path: Any
+    message: str,
+    saved: dict[str, dict[str, Any]],
+    flags: dict[str, dict[str, Any]],
+    path: Path | None,
 ) -> str:
     """``message`` ending with the ``--config`` file when a flag it names took its value
     from there rather than from the command line."""

@@ -50,9 +50,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -547,7 +547,7 @@ class Learner:
         """``""`` or ``"_b"``: appended to the names of this network's losses."""
         return self.name.removeprefix("student")
 
-    def mixing(self, enabled: bool) -> Any:
+    def mixing(self, enabled: bool) -> AbstractContextManager[None]:
         """A context in which the student mixes only if ``enabled`` (and it has a Pose-MUM)."""
         if self.mum is None or enabled:
             return nullcontext()
@@ -601,11 +601,10 @@ class SSHPEMethod:
             initialisation), possibly DDP-wrapped; ``None`` for the others.
 
     Raises:
-        ValueError: if ``generators`` lacks a stream or has an unknown one, if ``partner``
-            is missing for a dual method, given for another or is ``student``, or on
-            mixing options the
-            model cannot take (unknown stage names, a bad group size or grid), raised by
-            :class:`~posemum_aug.mix.PoseMUM`.
+        ValueError: if ``generators`` lacks a stream or has an unknown one; if ``partner``
+            is missing for a dual method, given for another method, or is ``student``
+            itself; or on mixing options the model cannot take (unknown stage names, a bad
+            group size or grid), raised by :class:`~posemum_aug.mix.PoseMUM`.
     """
 
     def __init__(
@@ -671,7 +670,7 @@ class SSHPEMethod:
             learner.student.train()
             learner.teacher.train()
 
-    def _autocast(self) -> Any:
+    def _autocast(self) -> AbstractContextManager[None]:
         if not self.amp:
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16)
