@@ -1,6 +1,8 @@
-"""The real-data configs, each run for one iteration through mmpose's stock tools/train.py on
-the small real COCO-format files of ../shared/data (skipped without them), and their
-ImageNet init_cfg, which is kept in the configs and never fetched here."""
+"""The real-data configs on the small real COCO-format files of ../shared/data (skipped
+without them): every config builds its data and batches; the four that differ in more than
+the number of labelled instances train a step through mmpose's stock tools/train.py (the
+1K ones validating teacher and student with detector boxes and flip test). Their ImageNet
+init_cfg is kept in the configs and never fetched here."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from typing import Any
 import pytest
 from conftest import CONFIGS, SHARED_DATA, scalars
 from mmengine.config import Config
+from mmengine.runner import Runner
 from stock import run_tool
 
-#: Every real-data config, with its labelled instances (None: all) and ImageNet weights.
+#: Every real-data config, with its labelled instances (None: all).
 REAL = {
     "posemum_res50_coco-sshpe-1k-256x192.py": 1000,
     "posemum_res50_coco-sshpe-5k-256x192.py": 5000,
@@ -24,6 +27,14 @@ REAL = {
     "posemum_res50_coco-all-unlabeled2017-256x192.py": None,
     "posemum_hrnet-w32_coco-all-unlabeled2017-256x192.py": None,
 }
+#: The configs that differ in more than ``indices``: (config, whether it validates).
+DISTINCT = [
+    ("posemum_res50_coco-sshpe-1k-256x192.py", True),
+    ("posemum_hrnet-w32_coco-sshpe-1k-256x192.py", True),
+    ("posemum_res50_coco-all-unlabeled2017-256x192.py", False),
+    ("posemum_hrnet-w32_coco-all-unlabeled2017-256x192.py", False),
+]
+#: The students' ImageNet weights.
 IMAGENET = {
     "res50": "torchvision://resnet50",
     "hrnet-w32": "https://download.openmmlab.com/mmpose/pretrain_models/hrnet_w32-36af842e.pth",
@@ -68,6 +79,10 @@ def on_ochuman(cfg: Any, files: dict[str, Path]) -> None:
     cfg.train_dataloader.sampler.labelled_per_batch = 2
     cfg.model.semi_train_cfg.mix.group_size = 2
     cfg.model.backbone.init_cfg = None  # ImageNet weights: never downloaded in tests
+    # a training step and a validation, without writing checkpoints (500 MB each)
+    cfg.train_cfg.update(max_iters=1, val_interval=1)
+    cfg.default_hooks.checkpoint.update(interval=-1, save_last=False, save_best=None)
+    cfg.default_hooks.logger.interval = 1
 
 
 @pytest.mark.parametrize("name", list(REAL))
@@ -90,12 +105,25 @@ def test_configs_keep_their_protocol_and_imagenet_weights(name: str) -> None:
 
 @needs_data
 @pytest.mark.parametrize("name", list(REAL))
-def test_each_config_trains_and_validates_on_real_files(name: str, tmp_path: Path) -> None:
+def test_each_config_makes_its_batches_from_real_files(name: str, tmp_path: Path) -> None:
     cfg = Config.fromfile(CONFIGS / name)
     on_ochuman(cfg, detector_files(tmp_path))
-    validate = REAL[name] in (1000, None)  # the 5K and 10K configs differ only in `indices`
-    cfg.train_cfg.update(max_iters=1, val_interval=1)
-    cfg.default_hooks.logger.interval = 1
+    loader = Runner.build_dataloader(cfg.train_dataloader)
+    labelled, unlabelled = loader.dataset.datasets
+    assert len(labelled) == 5  # min(indices, the 5 people of the file)
+    assert len(unlabelled) == (4 if REAL[name] is None else 5)  # a box below 0.5 dropped
+    batch = next(iter(loader))
+    assert [s.metainfo["labelled"] for s in batch["data_samples"]] == [True] * 2 + [False] * 2
+    assert batch["inputs"][0].shape == (3, 256, 192)
+
+
+@needs_data
+@pytest.mark.parametrize(("name", "validate"), DISTINCT)
+def test_distinct_configs_train_and_validate_on_real_files(
+    name: str, validate: bool, tmp_path: Path
+) -> None:
+    cfg = Config.fromfile(CONFIGS / name)
+    on_ochuman(cfg, detector_files(tmp_path))
     cfg.dump(str(tmp_path / name))
     run_tool(
         "train",
@@ -120,7 +148,6 @@ def test_crowdpose_trains_with_its_own_skeleton(tmp_path: Path) -> None:
     for part in cfg.train_dataloader.dataset.datasets:
         part.update(type="CrowdPoseDataset", data_root=str(folder), ann_file="test_crowdpose.json")
     cfg.model.head.out_channels = 14
-    cfg.train_cfg.update(max_iters=1, val_interval=1)
     cfg.dump(str(tmp_path / "crowdpose.py"))
     run_tool("train", tmp_path / "crowdpose.py", "--work-dir", str(tmp_path), "--no-validate")
     (step,) = [row for row in scalars(tmp_path) if "loss" in row]
