@@ -46,6 +46,8 @@ CLAIMS = {
     "C2": Claim("feature-level mixing adds to input mixing", "posemum", "posemum_input"),
     "C3": Claim("EMAN helps Pose-MUM", "posemum", "posemum_ema"),
     "headline": Claim("Pose-MUM beats PoseCons", "posemum", "consistency"),
+    "D1": Claim("PoseDual beats PoseCons", "dual", "consistency"),
+    "D2": Claim("mixing helps dual networks", "posemum_dual", "dual"),
 }
 REGIMES = ("scratch", "pretrained")
 

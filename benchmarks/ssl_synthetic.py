@@ -19,6 +19,8 @@ consistency_eman   the same with an EMAN teacher
 posemum_ema        consistency + Pose-MUM mixing (input and feature level), mean teacher
 posemum            the same with an EMAN teacher: the method
 posemum_input      posemum with input-level mixing only (no feature-level re-mix)
+dual               SSHPE's PoseDual: two networks, each the other's teacher (run last)
+posemum_dual       PoseDual + Pose-MUM mixing of each network's hard view (run last)
 =================  ==================================================================
 
 Two regimes: ``scratch`` trains from random weights; ``pretrained`` starts every arm from
@@ -99,13 +101,15 @@ CODE_VERSION = code_version()
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: the method, whether only the few labels are used, extra flags, and
-    whether it runs every seed or only the ``all_seeds`` (the ceiling)."""
+    """One arm: the method, whether only the few labels are used, extra flags, whether it
+    runs every seed or only the ``all_seeds`` (the ceiling), and whether it is a later
+    addition that runs after every seed of the others (``late``)."""
 
     method: str
     few: bool = True
     flags: tuple[str, ...] = ()
     every_seed: bool = True
+    late: bool = False
 
 
 ARMS = {
@@ -116,6 +120,9 @@ ARMS = {
     "posemum_ema": Arm("posemum", flags=("--teacher", "ema")),
     "posemum": Arm("posemum"),
     "posemum_input": Arm("posemum", flags=("--mix-p-feature", "0")),
+    # issue 21's dual-network arms: twice a single network's cost, run after the others
+    "dual": Arm("dual", late=True),
+    "posemum_dual": Arm("posemum_dual", late=True),
 }
 
 
@@ -278,14 +285,16 @@ class Job:
 
 def jobs(regimes: Sequence[str], arms: Sequence[str], budget: dict[str, Any]) -> list[Job]:
     """Every run, seed-major (a benchmark stopped early has every arm's first seeds) and
-    the regimes interleaved (both regimes grow together)."""
+    the regimes interleaved (both regimes grow together); the late arms after all others."""
     seeds = sorted({*budget["seeds"], *budget["all_seeds"]})
     return [
         Job(regime, arm, seed)
+        for late in (False, True)
         for seed in seeds
         for regime in regimes
         for arm in arms
-        if seed in (budget["seeds"] if ARMS[arm].every_seed else budget["all_seeds"])
+        if ARMS[arm].late == late
+        and seed in (budget["seeds"] if ARMS[arm].every_seed else budget["all_seeds"])
     ]
 
 
