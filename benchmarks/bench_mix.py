@@ -30,7 +30,7 @@ from _common import median_time, parse_args, print_table, write_json
 from posemum_aug import COCO_17, TilePlan, mix_tiles, sample_tile_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from sshpe.methods import MethodConfig, SSHPEMethod
+from sshpe.methods import MethodConfig, SSHPEMethod, step_generators
 from sshpe.models import SimpleBaseline
 
 # The maps one step of the trainer's CPU profile mixes: input, layer1-3, and layer4 (unmixed).
@@ -123,7 +123,7 @@ def step_share(device: str, steps: int) -> dict[str, Any]:
     torch.manual_seed(0)
     student = SimpleBaseline("resnet18", num_joints=17, width=0.25).to(device)
     config = MethodConfig(method="posemum")
-    method = SSHPEMethod(student, config, COCO_17, torch.Generator().manual_seed(0))
+    method = SSHPEMethod(student, config, COCO_17, step_generators(0))
     optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     labeled = {

@@ -467,3 +467,8 @@ def test_predict_heatmaps_flip_test_maps_the_mirror_back() -> None:
     plain = decode_heatmaps(predict_heatmaps(Renderer(), image), refine="dark")[0]
     flipped = decode_heatmaps(predict_heatmaps(Renderer(), image, (0,)), refine="dark")[0]
     torch.testing.assert_close(flipped, plain, atol=0.05, rtol=0)
+
+
+def test_one_generator_instead_of_the_streams_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="step_generators"):
+        SSHPEMethod(Pool(), MethodConfig(method="supervised"), SKELETON, torch.Generator())  # type: ignore[arg-type]

@@ -617,9 +617,11 @@ class SSHPEMethod:
         amp: bool = False,
         partner: nn.Module | None = None,
     ) -> None:
-        if sorted(generators) != sorted(config.streams):
+        if not isinstance(generators, dict) or sorted(generators) != sorted(config.streams):
+            got = tuple(generators) if isinstance(generators, dict) else type(generators).__name__
             raise ValueError(
-                f"generators must have the streams {config.streams}, got {tuple(generators)}"
+                f"generators must be a dict of the streams {config.streams} "
+                f"(step_generators), got {got}"
             )
         if (partner is not None) != config.dual:
             needs = "needs a partner network" if config.dual else "takes no partner network"
