@@ -438,11 +438,8 @@ def pretrain(budget: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         )
         out = folder / "run"
         argv = [
-            "--images", str(paths.images), "--train-ann", str(paths.train_ann),
-            "--val-ann", str(paths.val_ann), "--steps", str(spec["steps"]),
-            "--eval-every", str(spec["eval_every"]), "--no-progress", "--method", "supervised",
-            "--labeled", "0", *budget["train"], "--seed", "0", "--out", str(out),
-            *(["--device", args.device] if args.device else []),
+            *run_flags(paths, spec, args.device), "--method", "supervised", "--labeled", "0",
+            *budget["train"], "--seed", "0", "--out", str(out),
         ]  # fmt: skip
         seconds = train_run(out, argv)
         if not backbone.is_file():
@@ -458,6 +455,16 @@ def pretrain(budget: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         }
 
 
+def run_flags(paths: Any, spec: dict[str, Any], device: str | None) -> list[str]:
+    """The train.py flags of a set's files and a ``spec``'s steps and evaluation period."""
+    return [
+        "--images", str(paths.images), "--train-ann", str(paths.train_ann),
+        "--val-ann", str(paths.val_ann), "--steps", str(spec["steps"]),
+        "--eval-every", str(spec["eval_every"]), "--no-progress",
+        *(["--device", device] if device else []),
+    ]  # fmt: skip
+
+
 def common_flags(budget: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """The train.py flags every arm shares: the benchmark's data and budget."""
     paths = generate_synthetic_coco(
@@ -466,13 +473,7 @@ def common_flags(budget: dict[str, Any], args: argparse.Namespace) -> list[str]:
         num_val=budget["num_val"],
         progress=not args.quick,
     )
-    flags = [
-        "--images", str(paths.images), "--train-ann", str(paths.train_ann),
-        "--val-ann", str(paths.val_ann), "--steps", str(budget["steps"]),
-        "--eval-every", str(budget["eval_every"]), "--no-progress",
-        *(["--device", args.device] if args.device else []),
-    ]  # fmt: skip
-    return flags
+    return run_flags(paths, budget, args.device)
 
 
 def job_argv(job: Job, budget: dict[str, Any], common: list[str], work: Path) -> list[str]:
@@ -514,11 +515,12 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
         map(compact, record["runs"]),
         key=lambda r: (r["seed"], r["regime"], list(ARMS).index(r["arm"])),
     )
+    summary = summarize(runs)
     record = {
         **record,
-        "summary": summarize(runs),
+        "summary": summary,
         "claims": claims(runs),
-        "checks": [[text, met] for text, met in regime_checks(summarize(runs))],
+        "checks": [[text, met] for text, met in regime_checks(summary)],
         "runs": runs,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
