@@ -174,12 +174,19 @@ def test_labelled_split_is_first_instances_with_keypoints_in_file_order() -> Non
 
 
 @needs_shared_data
-def test_unlabelled_split_keeps_all_boxes_and_can_exclude() -> None:
-    persons = load_coco_persons(CROWDPOSE)
+def test_unlabelled_split_keeps_the_people_with_keypoints_and_can_exclude(
+    tmp_path: Path,
+) -> None:
+    """As SSHPE's COCO loader: a box the annotator left without keypoints is not a person
+    of the unlabelled pool (it used to be, in a file that labels keypoints)."""
+    data = json.loads(CROWDPOSE.read_text())
+    anns = data["annotations"]
+    anns[1]["keypoints"] = [0] * len(anns[1]["keypoints"])
+    anns[1]["num_keypoints"] = 0
+    persons = load_coco_persons(_write(tmp_path, "a.json", data))
     everyone = unlabelled_instances(persons)
-    assert [p.ann_id for p in everyone] == [
-        a["id"] for a in json.loads(CROWDPOSE.read_text())["annotations"]
-    ]
+    assert [p.ann_id for p in everyone] == [a["id"] for i, a in enumerate(anns) if i != 1]
+    assert everyone == evaluation_instances(persons)
     labelled = labelled_instances(persons, 2)
     rest = unlabelled_instances(persons, exclude=labelled)
     assert [p.ann_id for p in rest] == [p.ann_id for p in everyone if p not in labelled]

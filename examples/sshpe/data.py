@@ -5,11 +5,11 @@
   person instances in file order, with boxes clipped to their image.
 * Splits (Xie et al., ICCV 2021): :func:`labelled_instances` keeps the first ``N`` person
   *instances* (not images) in file order, skipping crowd boxes and instances without
-  keypoints; :func:`unlabelled_instances` keeps every non-crowd person box of a file with
-  its labels ignored, either a second file or the same one (the SSHPE COCO protocol uses
-  all of train2017 as unlabelled data, the labelled instances included; pass
-  ``exclude=`` to leave them out); :func:`evaluation_instances` is every instance with
-  keypoints (ground-truth boxes for evaluation).
+  keypoints; :func:`unlabelled_instances` keeps the same people of a file with their
+  labels ignored (every box of a box-only file), either a second file or the same one
+  (the SSHPE COCO protocol uses all of train2017 as unlabelled data, the labelled
+  instances included; pass ``exclude=`` to leave them out); :func:`evaluation_instances`
+  is every instance with keypoints (ground-truth boxes for evaluation).
 * A person detector's boxes instead: :func:`detection_instances` reads a COCO
   detection-results file (the SimpleBaseline / SSHPE test on detector boxes, and SSHPE's
   "wild" unlabelled pool of ``unlabeled2017``), image ids named as files by an image-info
@@ -818,7 +818,13 @@ def labelled_instances(persons: CocoPersons, num_labelled: int) -> tuple[PersonI
 def unlabelled_instances(
     persons: CocoPersons, exclude: Iterable[PersonInstance] = ()
 ) -> tuple[PersonInstance, ...]:
-    """The SSHPE unlabelled split: every non-crowd person box, labels ignored.
+    """The SSHPE unlabelled split: the people of a file, labels ignored.
+
+    As SSHPE's COCO loader, a file that labels keypoints gives its non-crowd instances
+    with at least one labelled keypoint (149,813 people in COCO train2017); the boxes an
+    annotator left without keypoints (mostly tiny or hidden people) are not used. A
+    box-only file (no person with a labelled keypoint, e.g. a file of boxes given a
+    skeleton) gives every box.
 
     Args:
         persons: a loaded annotation file (the training file or a second one).
@@ -827,9 +833,28 @@ def unlabelled_instances(
 
     Returns:
         The instances in file order.
+
+    Example:
+        >>> import numpy as np
+        >>> from posemum_aug.keypoints import COCO_17
+        >>> def person(ann_id, labelled):
+        ...     keypoints = np.zeros((17, 3), np.float32)
+        ...     keypoints[0] = (5, 5, 2) if labelled else 0
+        ...     return PersonInstance(1, ann_id, "1.jpg", (0, 0, 10, 10), keypoints)
+        >>> people = (person(1, True), person(2, False), person(3, True))
+        >>> persons = CocoPersons(Path("a.json"), COCO_17, 1, people)
+        >>> [p.ann_id for p in unlabelled_instances(persons)]
+        [1, 3]
+        >>> [p.ann_id for p in unlabelled_instances(persons, exclude=people[:1])]
+        [3]
     """
     skip = {(p.image_id, p.ann_id) for p in exclude}
-    return tuple(p for p in persons.instances if (p.image_id, p.ann_id) not in skip)
+    labels_keypoints = any(p.num_keypoints > 0 for p in persons.instances)
+    return tuple(
+        p
+        for p in persons.instances
+        if (p.image_id, p.ann_id) not in skip and (p.num_keypoints > 0 or not labels_keypoints)
+    )
 
 
 # -------------------------------------------------------------------------- dataset
