@@ -830,6 +830,19 @@ def print_tables(record: dict[str, Any]) -> None:
     print()
     for text, met in record["checks"]:
         print(f"{'met' if met else 'NOT met'}: {text}")
+    print(progress(record))
+
+
+def progress(record: dict[str, Any]) -> str:
+    """How much of the full benchmark the record holds: its runs of the claims arms and of
+    the late (dual) arms, each against the full benchmark's count."""
+    done = {(r["regime"], r["arm"], r["seed"]) for r in record["runs"]}
+    parts = []
+    for late, what in ((False, "claims arms"), (True, "dual arms")):
+        planned = [j for j in jobs(REGIMES, list(ARMS), FULL) if ARMS[j.arm].late == late]
+        have = sum((j.regime, j.arm, j.seed) in done for j in planned)
+        parts.append(f"{what} {have} of {len(planned)}")
+    return f"record: {len(done)} runs ({', '.join(parts)})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

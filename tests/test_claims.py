@@ -107,3 +107,16 @@ def test_claims_rst_lists_every_claim() -> None:
     rst = claims_rst(record)
     assert rst.startswith(".. list-table::")
     assert all(f"{name}: {claim.what}" in rst for name, claim in CLAIMS.items())
+
+
+def test_progress_counts_the_records_runs_against_the_full_benchmark() -> None:
+    import ssl_synthetic
+
+    runs = [
+        {"regime": "scratch", "arm": "consistency", "seed": 0},
+        {"regime": "pretrained", "arm": "dual", "seed": 4},
+        {"regime": "pretrained", "arm": "supervised_all", "seed": 2},
+    ]
+    assert ssl_synthetic.progress({"runs": runs}) == (
+        "record: 3 runs (claims arms 2 of 66, dual arms 1 of 20)"
+    )
