@@ -25,6 +25,7 @@ __all__ = [
     "claims",
     "claims_rst",
     "claims_table",
+    "paired_by_seed",
     "paired_claim",
     "t_quantile_975",
 ]
@@ -106,22 +107,43 @@ def paired_claim(diffs: Sequence[float]) -> dict[str, Any]:
     return {"diff_mean": mean, "ci95": interval, "n": n, "verdict": verdict, "diffs": list(diffs)}
 
 
-def claims(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per regime and claim, :func:`paired_claim` over the seeds where both arms ran."""
-    ap = {(r["regime"], r["arm"], r["seed"]): r["metrics"]["student"]["AP"] for r in runs}
+def paired_by_seed(
+    scores: dict[tuple[str, str, int], float],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per regime and claim, :func:`paired_claim` of the score differences ``better -
+    worse`` over the seeds where both arms have a score.
+
+    Args:
+        scores: ``{(regime, arm, seed): score}``.
+
+    Example:
+        >>> scores = {("scratch", "posemum", 0): 0.3, ("scratch", "consistency", 0): 0.2}
+        >>> entry = paired_by_seed(scores)["scratch"]["headline"]
+        >>> entry["difference"], entry["seeds"], round(entry["diff_mean"], 3)
+        ('posemum - consistency', [0], 0.1)
+    """
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for regime in REGIMES:
         for name, claim in CLAIMS.items():
             seeds = sorted(
-                s for (g, a, s) in ap if g == regime and a == claim.better
-                if (regime, claim.worse, s) in ap
+                s for (g, a, s) in scores if g == regime and a == claim.better
+                if (regime, claim.worse, s) in scores
             )  # fmt: skip
             if not seeds:
                 continue
-            diffs = [ap[regime, claim.better, s] - ap[regime, claim.worse, s] for s in seeds]
+            better, worse = claim.better, claim.worse
+            diffs = [scores[regime, better, s] - scores[regime, worse, s] for s in seeds]
             entry = {"what": claim.what, "difference": f"{claim.better} - {claim.worse}"}
             out.setdefault(regime, {})[name] = {**entry, **paired_claim(diffs), "seeds": seeds}
     return out
+
+
+def claims(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per regime and claim, :func:`paired_claim` of the final student AP over the seeds
+    where both arms ran."""
+    return paired_by_seed(
+        {(r["regime"], r["arm"], r["seed"]): r["metrics"]["student"]["AP"] for r in runs}
+    )
 
 
 def claim_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))
 
 import torch  # noqa: E402
 from _common import metadata  # noqa: E402
-from claims import CLAIMS, REGIMES, paired_claim  # noqa: E402
+from claims import REGIMES, paired_by_seed  # noqa: E402
 from sshpe.checkpoint import CHECKPOINT  # noqa: E402
 from sshpe.config import RuntimeConfig  # noqa: E402
 from sshpe.data import TopDownDataset, evaluation_instances, load_coco_persons  # noqa: E402
@@ -222,24 +222,15 @@ def probe(
 def pairs(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per regime and claim, the paired difference (``better - worse``) of the clean and
     of the mixed PCK over the seeds where both arms were probed."""
-    by_key = {(r["regime"], r["arm"], r["seed"]): r for r in rows}
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for regime in REGIMES:
-        for name, claim in CLAIMS.items():
-            seeds = sorted(
-                s for (g, a, s) in by_key
-                if g == regime and a == claim.better and (regime, claim.worse, s) in by_key
-            )  # fmt: skip
-            if not seeds:
-                continue
-            entry: dict[str, Any] = {"difference": f"{claim.better} - {claim.worse}"}
-            for score in ("clean_pck", "mixed_pck"):
-                diffs = [
-                    by_key[regime, claim.better, s][score] - by_key[regime, claim.worse, s][score]
-                    for s in seeds
-                ]
-                entry[score] = paired_claim(diffs)
-            out.setdefault(regime, {})[name] = {**entry, "seeds": seeds}
+    for score in ("clean_pck", "mixed_pck"):
+        paired = paired_by_seed({(r["regime"], r["arm"], r["seed"]): r[score] for r in rows})
+        for regime, entries in paired.items():
+            for name, entry in entries.items():
+                slot = out.setdefault(regime, {}).setdefault(
+                    name, {"difference": entry["difference"], "seeds": entry["seeds"]}
+                )
+                slot[score] = {k: entry[k] for k in ("diff_mean", "ci95", "n", "verdict", "diffs")}
     return out
 
 
