@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import statistics
 import sys
@@ -133,8 +134,12 @@ def probe_run(
     decode = method["decode"]
     batch = config["schedule"]["unlabeled_batch_size"]
     images, labelled = crops["image"], crops["labelled"]
+
+    def predict() -> Tensor:
+        return torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])
+
     model.eval()
-    clean = torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])
+    clean = predict()
     mum = PoseMUM(
         group_size=method["mix_group"],
         grid=method["mix_grid"],
@@ -152,7 +157,7 @@ def probe_run(
     model.train()
     try:
         with frozen_running_stats(model):
-            mixed = torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])
+            mixed = predict()
     finally:
         handle.remove()
         size_hook.remove()
@@ -190,7 +195,8 @@ def probe(
         config = json.loads((folder / "config.json").read_text())
         # the weights only: checkpoints of runs begun before the trainer wrote checksums
         # cannot be resumed but hold the same final student; the file's hash is recorded
-        checkpoint = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+        data = (folder / CHECKPOINT).read_bytes()
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         if checkpoint["step"] != checkpoint["total_steps"]:
             skipped.append(f"{name}: checkpoint at step {checkpoint['step']}, not the last")
             continue
@@ -202,14 +208,13 @@ def probe(
         )
         model.load_state_dict(checkpoint["student"])
         scores = probe_run(model, config, crops[key], plan_seed)
-        digest = hashlib.sha256((folder / CHECKPOINT).read_bytes()).hexdigest()
         out.append(
             {
                 "regime": run["regime"],
                 "arm": run["arm"],
                 "seed": run["seed"],
                 **scores,
-                "checkpoint_sha256": digest,
+                "checkpoint_sha256": hashlib.sha256(data).hexdigest(),
             }
         )
         print(
@@ -240,6 +245,13 @@ def _cell(entry: dict[str, Any]) -> str:
     return f"{entry['diff_mean']:+.3f}{span}, n={entry['n']}"
 
 
+#: The per-arm table's scores, in its column order.
+ARM_COLUMNS = (
+    "clean_pck", "mixed_pck", "mixed_pck_routed_right", "mixed_pck_routed_wrong",
+    "routed_right_share",
+)  # fmt: skip
+
+
 def tables(record: dict[str, Any]) -> str:
     """Per regime and arm the mean PCKs; per claim the paired differences."""
     lines = [
@@ -251,11 +263,7 @@ def tables(record: dict[str, Any]) -> str:
         arms = dict.fromkeys(r["arm"] for r in record["runs"] if r["regime"] == regime)
         for arm in arms:
             mine = [r for r in record["runs"] if r["regime"] == regime and r["arm"] == arm]
-            keys = (
-                "clean_pck", "mixed_pck", "mixed_pck_routed_right", "mixed_pck_routed_wrong",
-                "routed_right_share",
-            )  # fmt: skip
-            values = [[r[k] for r in mine if r[k] is not None] for k in keys]
+            values = [[r[k] for r in mine if r[k] is not None] for k in ARM_COLUMNS]
             shown = " | ".join(f"{statistics.fmean(v):.3f}" if v else "-" for v in values)
             lines.append(f"| {regime} | {arm} | {len(mine)} | {shown} |")
     lines += [
