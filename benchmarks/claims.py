@@ -140,10 +140,19 @@ def paired_by_seed(
 
 def claims(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per regime and claim, :func:`paired_claim` of the final student AP over the seeds
-    where both arms ran."""
-    return paired_by_seed(
-        {(r["regime"], r["arm"], r["seed"]): r["metrics"]["student"]["AP"] for r in runs}
-    )
+    where both arms ran.
+
+    Raises:
+        ValueError: when two runs share a regime, arm and seed (which one counts would be
+            a guess).
+    """
+    scores: dict[tuple[str, str, int], float] = {}
+    for run in runs:
+        key = (run["regime"], run["arm"], run["seed"])
+        if key in scores:
+            raise ValueError(f"two runs of regime {key[0]!r}, arm {key[1]!r}, seed {key[2]}")
+        scores[key] = run["metrics"]["student"]["AP"]
+    return paired_by_seed(scores)
 
 
 def claim_rows(record: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -15,8 +15,9 @@ The score is PCK: a joint counts when the decoded peak (the run's decoder) lies 
 PCK is also split by *routing*: where a map is not divisible by the grid (ResNet's
 ``layer4`` is 4 x 3 at 128 x 96 under a 4 x 4 grid), some cells of the unmix point hold
 features of one input tile but are unmixed with the plan of its neighbour. A joint is
-routed right when the cell that holds it is unmixed with the plan of the input tile it
-lies in.
+routed right when the unmix gives the features of the cell that holds it back to its own
+sample: always when the cell and the joint lie in the same tile, and otherwise when the
+batch's plan happens to draw that sample for both tiles.
 
 Paired by seed, each of the claims' arm pairs (``claims.CLAIMS``) gets the mean
 difference of both PCKs with its 95 % t-interval: whether mixing teaches the network the
@@ -53,7 +54,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from posemum_aug.batchnorm import frozen_running_stats  # noqa: E402
 from posemum_aug.heatmap import decode_heatmaps  # noqa: E402
-from posemum_aug.mix import PoseMUM, attach, tile_bounds  # noqa: E402
+from posemum_aug.mix import PoseMUM, TilePlan, attach, mix_keypoints, tile_bounds  # noqa: E402
 
 RECORD = HERE / "records" / "mixing_probe.json"
 CLAIMS_RECORD = HERE / "records" / "ssl_claims.json"
@@ -91,30 +92,40 @@ def _tile_index(position: Tensor, size: int, tiles: int) -> Tensor:
 
 
 def routed_right(
-    keypoints: Tensor, size: Sequence[int], cells: Sequence[int], grid: Sequence[int]
+    keypoints: Tensor, size: Sequence[int], cells: Sequence[int], plan: TilePlan
 ) -> Tensor:
-    """``(N, K)`` whether each joint's cell of the unmix map is unmixed with the plan of the
-    input tile the joint lies in.
+    """``(B, K)`` whether the unmix gives each joint's features back to its own sample.
+
+    Sample ``s``'s joint lies in the pixel ``(round(y), round(x))`` (as
+    :func:`~posemum_aug.mix.mix_keypoints` places it), so in one input tile, which ``plan``
+    gives to the mixed sample ``b``. At the unmix point's map the joint's features lie in
+    the cell that covers that pixel, in tile ``t`` of that map's grid; the unmix sends
+    them to sample ``plan.source[b, t]``. The joint is routed right when that is ``s``.
 
     Args:
-        keypoints: ``(N, K, 2)`` crop pixels ``(x, y)``.
+        keypoints: ``(B, K, 2)`` crop pixels ``(x, y)`` (a joint outside the crop is not
+            mixed and its answer means nothing).
         size: ``(H, W)`` of the crop.
         cells: ``(h, w)`` of the unmix point's map.
-        grid: ``(Th, Tw)``.
+        plan: the batch's input plan, ``B`` samples.
 
     Example:
-        >>> points = torch.tensor([[[10.0, 5.0], [30.0, 5.0]]])
-        >>> routed_right(points, (128, 96), (4, 3), (4, 4)).tolist()  # cell 0 is tile 1's
-        [[False, True]]
+        >>> points = torch.tensor([[[10.0, 5.0], [30.0, 5.0]], [[10.0, 5.0], [30.0, 5.0]]])
+        >>> swap = TilePlan(torch.tensor([[[1, 0, 1, 0]], [[0, 1, 0, 1]]]))  # 1 x 4 tiles
+        >>> routed_right(points, (128, 96), (4, 3), swap).tolist()  # cell 0 is tile 1's
+        [[False, True], [False, True]]
+        >>> same = TilePlan(torch.tensor([[[1, 1, 0, 0]], [[0, 0, 1, 1]]]))
+        >>> routed_right(points, (128, 96), (4, 3), same).tolist()  # tiles 0, 1 move as one
+        [[True, True], [True, True]]
     """
-    right = torch.ones(keypoints.shape[:2], dtype=torch.bool)
+    owner = mix_keypoints(keypoints, plan, size)  # the mixed sample that holds each joint
+    tile_out = []
     for axis, coordinate in ((0, 1), (1, 0)):  # rows hold y, columns x
-        pixel = keypoints[..., coordinate].floor().long().clamp(0, size[axis] - 1)
+        pixel = keypoints[..., coordinate].round().long().clamp(0, size[axis] - 1)
         cell = pixel * cells[axis] // size[axis]
-        tile_in = _tile_index(pixel, size[axis], grid[axis])
-        tile_out = _tile_index(cell, cells[axis], grid[axis])
-        right &= tile_in == tile_out
-    return right
+        tile_out.append(_tile_index(cell, cells[axis], plan.grid[axis]))
+    back_to = plan.source[owner, tile_out[0], tile_out[1]]
+    return back_to == torch.arange(len(keypoints)).view(-1, 1)
 
 
 def _correct(heatmaps: Tensor, crops: dict[str, Tensor], decode: str) -> Tensor:
@@ -138,6 +149,11 @@ def probe_run(
     def predict() -> Tensor:
         return torch.cat([model(images[i : i + batch]) for i in range(0, len(images), batch)])
 
+    def routing(i: int) -> Tensor:
+        """Whether each joint of the batch at ``i`` is routed right (its plan's)."""
+        keypoints, size = crops["keypoints"][i : i + batch], images.shape[-2:]
+        return routed_right(keypoints, size, cells, plans[i // batch])
+
     model.eval()
     clean = predict()
     mum = PoseMUM(
@@ -148,21 +164,27 @@ def probe_run(
         generator=torch.Generator().manual_seed(plan_seed),
     )
     cells: list[int] = []  # (h, w) of the unmix point's map
+    plans: list[TilePlan] = []  # each batch's input plan
 
-    def record_size(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+    def record_plan(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
+        # run before attach's unmix hook (prepended), so the batch's plan is still open
+        if mum.plan is None:
+            raise RuntimeError("the probe's PoseMUM (p = 1) left a batch unmixed")
         cells[:] = output.shape[-2:]
+        plans.append(mum.plan)
 
     handle = attach(model, mum, method["mix_at"], method["unmix_at"])  # checks the names
-    size_hook = model.get_submodule(method["unmix_at"]).register_forward_hook(record_size)
+    unmix_point = model.get_submodule(method["unmix_at"])
+    plan_hook = unmix_point.register_forward_hook(record_plan, prepend=True)
     model.train()
     try:
         with frozen_running_stats(model):
             mixed = predict()
     finally:
         handle.remove()
-        size_hook.remove()
+        plan_hook.remove()
         model.eval()
-    right = routed_right(crops["keypoints"], images.shape[-2:], cells, method["mix_grid"])
+    right = torch.cat([routing(i) for i in range(0, len(images), batch)])
     ok_clean, ok_mixed = _correct(clean, crops, decode), _correct(mixed, crops, decode)
 
     def pck(correct: Tensor, mask: Tensor) -> float | None:
@@ -200,7 +222,8 @@ def probe(
         if checkpoint["step"] != checkpoint["total_steps"]:
             skipped.append(f"{name}: checkpoint at step {checkpoint['step']}, not the last")
             continue
-        key = config["data"]["val_ann"]
+        files, size = config["data"], config["model"]["input_size"]
+        key = json.dumps([files["val_ann"], files["val_images"] or files["images"], size])
         if key not in crops:
             crops[key] = validation_crops(config)
         model = build_model(

@@ -170,7 +170,8 @@ QUICK: dict[str, Any] = {
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per regime and arm: student AP mean, std (0 for one seed), count, teacher AP mean."""
+    """Per regime and arm: student AP mean, std (``None`` for one seed), count, teacher AP
+    mean."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for regime in REGIMES:
         for arm in ARMS:
@@ -180,7 +181,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             ap = [r["metrics"]["student"]["AP"] for r in mine]
             summary.setdefault(regime, {})[arm] = {
                 "AP_mean": statistics.fmean(ap),
-                "AP_std": statistics.stdev(ap) if len(ap) > 1 else 0.0,
+                "AP_std": statistics.stdev(ap) if len(ap) > 1 else None,
                 "n": len(ap),
                 "teacher_AP_mean": statistics.fmean(r["metrics"]["teacher"]["AP"] for r in mine),
                 "seconds_mean": statistics.fmean(r["seconds"] for r in mine),
@@ -265,8 +266,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.cache is None:
         args.cache = RuntimeConfig().cache
     if args.work is None:  # the quick run starts afresh every time
-        args.work = Path(tempfile.mkdtemp()) if args.quick else args.cache / "ssl-claims"
+        args.work = Path(tempfile.mkdtemp()) if args.quick else default_work(args)
     return args
+
+
+def default_work(args: argparse.Namespace) -> Path:
+    """The run folders of the full benchmark, or of a sensitivity check's extra train.py
+    flags (a folder of their own, named by their hash, so that no run is read back as
+    another's).
+
+    Example:
+        >>> default_work(argparse.Namespace(cache=Path("c"), train_flags=[])).as_posix()
+        'c/ssl-claims'
+        >>> flags = ["--mix-grid", "4", "3"]
+        >>> default_work(argparse.Namespace(cache=Path("c"), train_flags=flags)).name
+        'ssl-claims-8490a23e5d'
+    """
+    if not args.train_flags:
+        return Path(args.cache) / "ssl-claims"
+    digest = hashlib.sha256(json.dumps(args.train_flags).encode()).hexdigest()[:10]
+    return Path(args.cache) / f"ssl-claims-{digest}"
 
 
 @dataclass(frozen=True)
@@ -333,6 +352,12 @@ def train_run(out: Path, argv: list[str]) -> float:
     all, earlier sessions included, and keeps them with every sha it ran at."""
     info_path = out / "run.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {"seconds": 0.0}
+    command = " ".join(["python", "examples/train.py", *argv])
+    if info.get("command", command) != command:
+        raise SystemExit(
+            f"ssl_synthetic: {out} holds a run of another command:\n  {info['command']}\n"
+            f"not\n  {command}\nGive this benchmark a --work folder of its own."
+        )
     # (a run.json of the first version of this benchmark was written once, when finished)
     if (out / "results.json").is_file() and info.get("finished", "command" in info):
         return float(info["seconds"])
@@ -345,7 +370,7 @@ def train_run(out: Path, argv: list[str]) -> float:
             resume = False
     # a run killed before its first checkpoint starts over
     full = [*argv, "--resume" if resume else "--overwrite"]
-    info["command"] = " ".join(["python", "examples/train.py", *argv])
+    info["command"] = command
     info["git_sha"] = [*info.get("git_sha", []), CODE_VERSION]
     info["threads"] = torch.get_num_threads()
     out.mkdir(parents=True, exist_ok=True)
@@ -616,8 +641,9 @@ def arms_table(record: dict[str, Any]) -> str:
     ]
     for regime, rows in record["summary"].items():
         for arm, row in rows.items():
+            std = "-" if row["AP_std"] is None else f"{row['AP_std']:.3f}"
             lines.append(
-                f"| {regime} | {arm} | {row['n']} | {row['AP_mean']:.3f} +- {row['AP_std']:.3f} "
+                f"| {regime} | {arm} | {row['n']} | {row['AP_mean']:.3f} +- {std} "
                 f"| {row['teacher_AP_mean']:.3f} | {row['seconds_mean'] / 60:.1f} |"
             )
     return "\n".join(lines)
@@ -872,6 +898,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.quick:  # a smoke run starts afresh
         args.record.unlink(missing_ok=True)
+    elif args.record.is_file() and read_record(args.record, budget) is None:
+        raise SystemExit(
+            f"ssl_synthetic: {args.record} was made with another budget (seeds or train.py "
+            "flags), and its runs would be lost: give this benchmark a --record of its own"
+        )
     old = read_record(args.record, budget)
     base = {"meta": old["meta"] if old else metadata(), "command": command, "budget": budget}
     common_flags(budget, args)  # the data set, made once before the workers start

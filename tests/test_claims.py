@@ -120,3 +120,33 @@ def test_progress_counts_the_records_runs_against_the_full_benchmark() -> None:
     assert ssl_synthetic.progress({"runs": runs}) == (
         "record: 3 runs (claims arms 2 of 66, dual arms 1 of 20)"
     )
+
+
+def test_claims_refuse_two_runs_of_one_regime_arm_and_seed() -> None:
+    runs = [_run("scratch", "consistency", 0, 0.30), _run("scratch", "consistency", 0, 0.31)]
+    with pytest.raises(ValueError, match="two runs of regime 'scratch', arm 'consistency'"):
+        claims(runs)
+    # the same arm and seed in the other regime is another run
+    claims([_run("scratch", "consistency", 0, 0.30), _run("pretrained", "consistency", 0, 0.3)])
+
+
+def test_a_run_folder_of_another_command_is_not_read_back(tmp_path: Path) -> None:
+    import ssl_synthetic
+
+    (tmp_path / "run.json").write_text(
+        json.dumps({"command": "python examples/train.py --mix-grid 4 4", "seconds": 1.0})
+    )
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(SystemExit, match="holds a run of another command"):
+        ssl_synthetic.train_run(tmp_path, ["--mix-grid", "2", "2"])
+    assert ssl_synthetic.train_run(tmp_path, ["--mix-grid", "4", "4"]) == 1.0  # its own
+
+
+def test_a_record_of_another_budget_is_not_overwritten(tmp_path: Path) -> None:
+    import ssl_synthetic
+
+    record = tmp_path / "claims.json"
+    record.write_text(json.dumps({"budget": {"seeds": [0]}, "runs": []}))
+    with pytest.raises(SystemExit, match="made with another budget"):
+        ssl_synthetic.main(["--record", str(record), "--work", str(tmp_path / "w")])
+    assert json.loads(record.read_text()) == {"budget": {"seeds": [0]}, "runs": []}
