@@ -757,7 +757,9 @@ def mechanism_table(record: dict[str, Any]) -> str:
                 ci = pair["ci95"]
                 scale = 1000 if "loss" in quantity else 1  # losses in 1e-3
                 interval = f" [{ci[0] * scale:+.3f}, {ci[1] * scale:+.3f}]" if ci else ""
-                cells.append(f"{pair['diff_mean'] * scale:+.3f}{interval}")
+                # a seed whose run lacks the quantity is left out, and the cell says so
+                fewer = f", n={pair['n']}" if pair["n"] < len(entry["seeds"]) else ""
+                cells.append(f"{pair['diff_mean'] * scale:+.3f}{interval}{fewer}")
             lines.append(f"| {regime} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

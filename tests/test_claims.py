@@ -9,6 +9,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -150,3 +151,46 @@ def test_a_record_of_another_budget_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="made with another budget"):
         ssl_synthetic.main(["--record", str(record), "--work", str(tmp_path / "w")])
     assert json.loads(record.read_text()) == {"budget": {"seeds": [0]}, "runs": []}
+
+
+def _full_run(arm: str, seed: int, ap: float, pck: float, unsup: float | None) -> dict[str, Any]:
+    """A semi-supervised run of 30 steps whose diagnostics before step 20 are off the scale
+    (the mechanism quantities average the last third only)."""
+    pseudo = [
+        {"step": step, "pseudo_pck": 99.0 if step <= 20 else pck, "pseudo_peak": 0.5}
+        for step in (10, 20, 30)
+    ]
+    losses = [[10, 9.0, 9.0], [20, 9.0, 9.0], [30, 0.002, unsup]]
+    return {
+        **_run("scratch", arm, seed, ap),
+        "metrics": {"student": {"AP": ap}, "teacher": {"AP": ap + 0.01}},
+        "pseudo": pseudo,
+        "losses": losses,
+        "seconds": 60.0,
+    }
+
+
+def test_mechanism_table_pairs_the_last_third_better_minus_worse() -> None:
+    import ssl_synthetic
+
+    runs = [
+        _full_run("posemum", 0, 0.30, pck=0.70, unsup=0.004),
+        _full_run("posemum", 1, 0.32, pck=0.72, unsup=None),  # a run that lacks one loss
+        _full_run("consistency", 0, 0.28, pck=0.60, unsup=0.001),
+        _full_run("consistency", 1, 0.30, pck=0.66, unsup=0.001),
+    ]
+    record = {"budget": {"steps": 30}, "runs": runs, "claims": claims(runs)}
+    record["summary"] = ssl_synthetic.summarize(runs)
+    (row,) = [
+        line for line in ssl_synthetic.mechanism_table(record).splitlines() if "headline" in line
+    ]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["scratch", "headline", "+0.020 [+0.020, +0.020]"]  # teacher AP
+    assert cells[5] == "+3.000, n=1"  # unsup loss in 1e-3, the seed that has it
+    assert cells[6].startswith("+0.080 [")  # target PCK: (0.10 + 0.06) / 2
+    assert "99" not in ssl_synthetic.diagnostics_table(record)
+    summary = ssl_synthetic.summarize(runs[:1] + runs[2:])["scratch"]
+    assert summary["posemum"]["AP_std"] is None and summary["consistency"]["n"] == 2
+    assert "| scratch | posemum | 1 | 0.300 +- - |" in ssl_synthetic.arms_table(
+        {"summary": {"scratch": summary}}
+    )
