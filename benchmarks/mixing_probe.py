@@ -23,7 +23,7 @@ Paired by seed, each of the claims' arm pairs (``claims.CLAIMS``) gets the mean
 difference of both PCKs with its 95 % t-interval: whether mixing teaches the network the
 mixed task, and whether that carries over to clean crops.
 
-    python benchmarks/mixing_probe.py          # writes records/mixing_probe.json
+    python benchmarks/mixing_probe.py          # writes records/mixing_probe.json and .png
     python benchmarks/mixing_probe.py --table  # the tables from that record
 """
 
@@ -303,6 +303,37 @@ def tables(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(record: dict[str, Any], path: Path) -> None:
+    """Per regime, every arm's clean and mixed PCK: one dot per seed, a bar at the mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = [g for g in REGIMES if any(r["regime"] == g for r in record["runs"])]
+    fig, axes = plt.subplots(1, len(regimes), figsize=(6 * len(regimes), 3.6), squeeze=False)
+    for ax, regime in zip(axes[0], regimes, strict=True):
+        arms = list(dict.fromkeys(r["arm"] for r in record["runs"] if r["regime"] == regime))
+        for k, (score, label) in enumerate((("clean_pck", "clean"), ("mixed_pck", "mixed"))):
+            for i, arm in enumerate(arms):
+                values = [
+                    r[score] for r in record["runs"] if r["regime"] == regime and r["arm"] == arm
+                ]
+                x = i + (k - 0.5) * 0.38
+                ax.bar(x, statistics.fmean(values), width=0.36, color=f"C{k}", alpha=0.45,
+                       label=label if i == 0 else None)  # fmt: skip
+                ax.scatter([x] * len(values), values, s=8, color=f"C{k}")
+        ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(f"PCK@{ALPHA} of the final student", fontsize=8)
+        ax.set_title(f"{regime}: validation crops, clean and input-mixed", fontsize=9)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _shown(path: Path) -> str:
     """``path`` relative to the repository when inside it."""
     try:
@@ -345,10 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pairs": pairs(rows),
     }
     args.record.write_text(json.dumps(record, indent=1) + "\n")
+    png = args.record.with_suffix(".png")
+    plot(record, png)
     print(tables(record))
     for line in skipped:
         print(f"skipped {line}")
-    print(f"wrote {args.record}")
+    print(f"wrote {args.record} and {png}")
     return 0
 
 
