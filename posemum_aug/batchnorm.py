@@ -37,6 +37,9 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
     Args:
         module: any module; layers other than BatchNorm are not touched.
 
+    Raises:
+        ValueError: if a lazy BatchNorm has not been initialised by a forward pass yet.
+
     Example:
         >>> import torch
         >>> bn = torch.nn.BatchNorm1d(2)
@@ -56,6 +59,12 @@ def frozen_running_stats(module: nn.Module) -> Iterator[None]:
         and m.track_running_stats
         and m.running_mean is not None
     ]
+    lazy = [m for m in layers if isinstance(m, nn.modules.lazy.LazyModuleMixin)]
+    if any(m.has_uninitialized_params() for m in lazy):
+        raise ValueError(
+            "frozen_running_stats needs every lazy BatchNorm initialised: run one forward "
+            "pass of the model first (an uninitialised one has no running statistics)"
+        )
     for layer in layers:
         layer.track_running_stats = False
     try:

@@ -12,6 +12,7 @@ library; SSPCM keeps the joints whose peak reaches 0.1 (:func:`confidence_weight
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -69,7 +70,8 @@ def confidence_weights(
 
     Raises:
         ValueError: If ``heatmaps`` is not a floating ``(B, K, h, w)`` tensor, ``mode`` is
-            unknown, or a percentile ``threshold`` is outside ``[0, 1]``.
+            unknown, an absolute ``threshold`` is NaN or a percentile one is outside
+            ``[0, 1]``.
 
     Example:
         >>> import torch
@@ -87,12 +89,14 @@ def confidence_weights(
     finite = _finite_joints(heatmaps)
     peaks = heatmaps.amax(dim=(-2, -1))
     if mode == "absolute":
+        if math.isnan(threshold):
+            raise ValueError(f"threshold must be a number, got {threshold!r}")
         keep = peaks >= threshold
     elif mode == "percentile":
         check_probability("threshold", threshold)
         work = torch.promote_types(heatmaps.dtype, torch.float32)  # quantile needs >= fp32
         peaks = peaks.to(work).masked_fill(~finite, float("nan"))
-        if peaks.shape[0] == 0:
+        if peaks.numel() == 0:  # no sample or no joint: nothing to rank
             return heatmaps.new_zeros(peaks.shape)
         cut = torch.nanquantile(peaks, threshold, dim=0, keepdim=True)
         keep = peaks >= cut
@@ -205,4 +209,5 @@ def hard_targets(
     coords, scores = decode_heatmaps(heatmaps, refine=refine)
     keep = (scores >= threshold) & _finite_joints(heatmaps)
     size = (heatmaps.shape[-2], heatmaps.shape[-1])
-    return render_heatmaps(coords, keep, size, sigma, unbiased=unbiased)
+    targets, weights = render_heatmaps(coords, keep, size, sigma, unbiased=unbiased)
+    return targets.to(heatmaps.dtype), weights.to(heatmaps.dtype)

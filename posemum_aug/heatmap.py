@@ -244,8 +244,10 @@ def decode_heatmaps(
             sigma 2 and 17 for sigma 3 (DARK's settings).
 
     Returns:
-        ``(coords, scores)``: ``(B, K, 2)`` peak positions ``(x, y)`` in heatmap pixels and
-        ``(B, K)`` peak values of the input map, dtype and device of ``heatmaps``.
+        ``(coords, scores)``: ``(B, K, 2)`` peak positions ``(x, y)`` in heatmap pixels, in
+        float32 at least (``promote_types(dtype, float32)``: half precision holds only
+        half-pixel steps above 64 px), and ``(B, K)`` peak values of the input map in its
+        dtype; both on the device of ``heatmaps``.
 
     Raises:
         ValueError: on a bad shape or dtype, an empty map (``h`` or ``w`` is 0), an unknown
@@ -277,7 +279,7 @@ def decode_heatmaps(
     scores, index = flat.max(-1)
     scores = torch.where(finite, scores, torch.zeros_like(scores))
     x, y = index % w, index // w
-    coords = torch.stack((x, y), dim=-1).to(heatmaps.dtype)
+    coords = torch.stack((x, y), dim=-1).to(work)
     if refine == "none":
         return coords, scores
 
@@ -287,7 +289,7 @@ def decode_heatmaps(
             (patch[..., 1, 2] - patch[..., 1, 0], patch[..., 2, 1] - patch[..., 0, 1]), -1
         )
         interior = torch.stack(((x > 0) & (x < w - 1), (y > 0) & (y < h - 1)), dim=-1)
-        return (coords + 0.25 * torch.sign(diff) * interior).to(heatmaps.dtype), scores
+        return coords + 0.25 * torch.sign(diff).to(work) * interior, scores
 
     kernel = _blur_kernel(blur_kernel, work, heatmaps.device)
     argmax = torch.stack((x, y), dim=-1)
@@ -298,7 +300,7 @@ def decode_heatmaps(
     ok = ok & (same_axes == axes).all(-1)
     estimate = torch.where(ok[..., None], nearest + step, estimate)
     limit = torch.tensor([w - 1, h - 1], dtype=work, device=heatmaps.device)
-    return torch.minimum(estimate.clamp_min(0), limit).to(heatmaps.dtype), scores
+    return torch.minimum(estimate.clamp_min(0), limit), scores
 
 
 def flip_heatmaps(heatmaps: Tensor, flip_index: Sequence[int] | Tensor) -> Tensor:
@@ -375,5 +377,10 @@ def warp_heatmaps(heatmaps: Tensor, matrix: Tensor, size: tuple[int, int]) -> Te
         raise ValueError(f"heatmaps must be floating, got {heatmaps.dtype}")
     check_affine_matrix(matrix, heatmaps.shape[0])
     size = check_pair("size", size)
-    m = matrix[:, :2].to(device=heatmaps.device, dtype=heatmaps.dtype)
-    return warp_affine(heatmaps, m, size, mode="bilinear", padding_mode="zeros", align_corners=True)
+    # geometry in float32 at least: half-precision grids land up to a pixel off
+    work = torch.promote_types(heatmaps.dtype, torch.float32)
+    m = matrix[:, :2].to(device=heatmaps.device, dtype=work)
+    out = warp_affine(
+        heatmaps.to(work), m, size, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    return out.to(heatmaps.dtype)

@@ -92,6 +92,25 @@ def _mirror_name(name: str) -> str | None:
     return None
 
 
+def _bare_partner(name: str, where: dict[str, int]) -> int | None:
+    """The joint named like ``name`` with a bare leading or trailing ``l`` / ``r`` swapped
+    (``lhip`` / ``rhip``, ``rank`` / ``lank``, ``hipL`` / ``hipR``), when exactly one such
+    name exists; ``None`` when none does."""
+    lower = name.lower()
+    found = set()
+    for at in (0, len(lower) - 1):
+        if len(lower) > 1 and lower[at] in "lr":
+            swapped = lower[:at] + _OTHER_SIDE[lower[at]] + lower[at + 1 :]
+            if swapped in where:
+                found.add(where[swapped])
+    if len(found) > 1:
+        raise ValueError(
+            f"cannot infer flip_index: joint {name!r} pairs with "
+            f"{sorted(n for n, k in where.items() if k in found)} (pass flip_index explicitly)"
+        )
+    return found.pop() if found else None
+
+
 def _pair_by_name(names: Sequence[str], hint: str) -> tuple[int, ...]:
     """:func:`infer_flip_index`, ``hint`` ending the message of an unpaired joint."""
     lower = [n.lower() for n in names]
@@ -103,13 +122,20 @@ def _pair_by_name(names: Sequence[str], hint: str) -> tuple[int, ...]:
     for k, name in enumerate(names):
         mirror = _mirror_name(name)
         if mirror is None:
-            flip.append(k)
+            partner = _bare_partner(name, where)
+            flip.append(k if partner is None else partner)
         elif mirror in where:
             flip.append(where[mirror])
         else:
             raise ValueError(
                 f"cannot infer flip_index: joint {name!r} has no partner named like "
                 f"{mirror!r}; {hint}"
+            )
+    for k, partner in enumerate(flip):
+        if flip[partner] != k:
+            raise ValueError(
+                f"cannot infer flip_index: joint {names[k]!r} pairs with {names[partner]!r}, "
+                f"which pairs with {names[flip[partner]]!r}; {hint}"
             )
     return tuple(flip)
 
@@ -126,7 +152,10 @@ def infer_flip_index(names: Sequence[str]) -> tuple[int, ...]:
     * starts with a capital ``L`` / ``R`` joined to a capitalised word, or ends with one
       after a lower-case letter (``LHip``, ``RShoulder``, ``HipL``).
 
-    Its partner is the name with the side swapped (compared ignoring case).
+    Its partner is the name with the side swapped (compared ignoring case). Any other name
+    that starts or ends with a bare ``l`` / ``r`` is paired with the name that has the other
+    letter there, when that name exists (MPII's ``lhip`` / ``rhip``, ``rank`` / ``lank``);
+    without one it is a centre joint.
 
     Args:
         names: ``K`` joint names.
@@ -136,8 +165,8 @@ def infer_flip_index(names: Sequence[str]) -> tuple[int, ...]:
         ``flip_index[k]`` of the original.
 
     Raises:
-        ValueError: if two names are equal ignoring case, or a left/right joint has no
-            partner.
+        ValueError: if two names are equal ignoring case, a left/right joint has no
+            partner, or a bare ``l`` / ``r`` name has two.
 
     Example:
         >>> infer_flip_index(["nose", "left_eye", "right_eye"])
@@ -146,6 +175,8 @@ def infer_flip_index(names: Sequence[str]) -> tuple[int, ...]:
         (0, 2, 1)
         >>> infer_flip_index(["LHip", "RHip", "l_knee", "r_knee", "ankle_r", "ankle_l"])
         (1, 0, 3, 2, 5, 4)
+        >>> infer_flip_index(["rank", "rkne", "lkne", "lank", "neck", "lHip", "rHip"])
+        (3, 2, 1, 0, 4, 6, 5)
     """
     return _pair_by_name(names, "pass flip_index explicitly")
 
@@ -541,9 +572,10 @@ def affine_keypoints(keypoints: Tensor, matrix: Tensor) -> Tensor:
     check_shape("keypoints", keypoints, (None, None, 2))
     check_affine_matrix(matrix, keypoints.shape[0])
     dtype = floating_dtype(keypoints, matrix)
-    m = matrix.to(device=keypoints.device, dtype=dtype)
-    points = keypoints.to(dtype)
-    return torch.baddbmm(m[:, None, :2, 2], points, m[:, :2, :2].transpose(1, 2))
+    work = torch.promote_types(dtype, torch.float32)  # half precision: rounded once, at the end
+    m = matrix.to(device=keypoints.device, dtype=work)
+    points = keypoints.to(work)
+    return torch.baddbmm(m[:, None, :2, 2], points, m[:, :2, :2].transpose(1, 2)).to(dtype)
 
 
 def invert_affine(matrix: Tensor) -> Tensor:

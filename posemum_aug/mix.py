@@ -376,7 +376,8 @@ def _mix_one(x: Tensor, plan: TilePlan, name: str) -> Tensor:
         return x.clone()
     source = plan.source
     if source.device != x.device:
-        source = source.to(x.device, non_blocking=True)
+        # asynchronous only towards an accelerator: a CPU index must have arrived when read
+        source = source.to(x.device, non_blocking=x.device.type != "cpu")
     if x.requires_grad and torch.is_grad_enabled():
         return _apply_permutation(x, source)
     return _permute_tiles(x, source)
@@ -696,15 +697,17 @@ class PoseMUM(nn.Module):
             y: ``(B, *, h, w)`` tensor or list/tuple, at any resolution.
 
         Returns:
-            ``y`` unmixed (unchanged in eval mode, while paused, or if nothing was mixed).
+            ``y`` unmixed; unchanged if nothing was mixed, or when no chain is open in eval
+            mode or while paused. A chain opened in training mode is always unmixed, even
+            after a switch to eval mode or inside :meth:`paused`: its features are mixed.
 
         Raises:
             ValueError: in training mode when no chain is open, or if ``B`` differs from the
                 plan's batch size.
         """
-        if not self.active:
-            return y
         if not self._in_chain:
+            if not self.active:
+                return y
             raise ValueError("unmix called without a chain: call the PoseMUM module (mix) first")
         plan = self._plan
         self.reset()

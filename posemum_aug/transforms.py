@@ -131,7 +131,8 @@ def compose_affine(first: Tensor, second: Tensor) -> Tensor:
             leading dimensions broadcast against ``first``'s.
 
     Returns:
-        The composed matrices ``(..., 2, 3)``.
+        The composed matrices ``(..., 2, 3)``, in the dtype both promote to
+        (``torch.promote_types``), on ``first``'s device.
 
     Raises:
         ValueError: If a matrix does not have shape ``(..., 2, 3)`` or ``(..., 3, 3)``.
@@ -146,6 +147,8 @@ def compose_affine(first: Tensor, second: Tensor) -> Tensor:
     """
     a = _affine_rows("first", first)
     b = _affine_rows("second", second)
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    a, b = a.to(dtype), b.to(device=a.device, dtype=dtype)
     linear = b[..., :2] @ a[..., :2]
     translation = b[..., :2] @ a[..., 2:] + b[..., 2:]
     return torch.cat([linear, translation], dim=-1)
@@ -384,7 +387,9 @@ def sample_joint_cutout(
         generator: CPU random generator, or ``None`` for the global one.
 
     Returns:
-        The boxes, on ``keypoints``' device; centres in ``keypoints``' dtype.
+        The boxes, on ``keypoints``' device; centres in ``keypoints``' dtype if it is
+        floating, else in the default dtype (a jitter rounded to whole pixels would not be
+        ``N(0, jitter)``).
 
     Raises:
         ValueError: If a shape or parameter is invalid.
@@ -419,7 +424,8 @@ def sample_joint_cutout(
     rank = (uniform.to(device) * counts).floor().long()
     index = torch.searchsorted(cumulative, rank + 1).clamp(max=joints - 1)
     picked = keypoints.gather(1, index[..., None].expand(batch, num_joints, 2))
-    centres = picked + jitter * offset.to(device=device, dtype=keypoints.dtype)
+    dtype = floating_dtype(keypoints)
+    centres = picked.to(dtype) + jitter * offset.to(device=device, dtype=dtype)
     active = (counts > 0).expand(batch, num_joints)
     return JointCutoutParams(centres, half_sizes.to(device), active)
 
@@ -514,8 +520,11 @@ def warp_images(images: Tensor, matrix: Tensor, size: Sequence[int] | None = Non
     rows = _affine_rows("matrix", matrix)
     check_shape("matrix", rows, (images.shape[0], 2, 3))
     out_size = tuple(images.shape[-2:]) if size is None else check_pair("size", size)
-    rows = rows.to(device=images.device, dtype=images.dtype)
-    return warp_affine(images, rows, (out_size[0], out_size[1]), align_corners=True)
+    # geometry in float32 at least: half-precision grids land up to a pixel off
+    work = torch.promote_types(images.dtype, torch.float32)
+    rows = rows.to(device=images.device, dtype=work)
+    out = warp_affine(images.to(work), rows, (out_size[0], out_size[1]), align_corners=True)
+    return out.to(images.dtype)
 
 
 def apply_pose_affine(
@@ -646,10 +655,12 @@ def apply_pose_flip(
             out_visibility = _where_flagged(flags, flipped_visibility, visibility)
     if heatmaps is not None:
         stride = heatmap_stride(image, heatmaps)
-        flips = flip_matrix(image.shape[-1], flags.to(heatmaps.device), dtype=heatmaps.dtype)
+        work = torch.promote_types(heatmaps.dtype, torch.float32)  # W - 1 exact
+        flips = flip_matrix(image.shape[-1], flags.to(heatmaps.device), dtype=work)
         size = (heatmaps.shape[-2], heatmaps.shape[-1])
         moved = warp_heatmaps(heatmaps, heatmap_matrix(flips, stride), size)
-        swapped = moved.index_select(1, torch.tensor(index, device=heatmaps.device))
+        order = torch.tensor(index, dtype=torch.long, device=heatmaps.device)
+        swapped = moved.index_select(1, order)
         out_heatmaps = _where_flagged(flags, swapped, heatmaps)
     return PoseTransformResult(out_image, out_keypoints, out_visibility, out_heatmaps, flags)
 

@@ -78,3 +78,14 @@ def test_layers_without_running_statistics_are_left_alone() -> None:
         model(torch.randn(2, 3, 4, 4))
         assert model[1].track_running_stats
     assert not model[0].track_running_stats and model[1].track_running_stats
+
+
+def test_an_uninitialised_lazy_batchnorm_is_refused_by_name() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.LazyBatchNorm2d())
+    with pytest.raises(ValueError, match="lazy BatchNorm initialised"), frozen_running_stats(model):
+        pass
+    model(torch.randn(2, 3, 4, 4))  # initialised: frozen as any other
+    before = model[1].running_mean.clone()
+    with frozen_running_stats(model):
+        model(torch.randn(2, 3, 4, 4))
+    assert torch.equal(model[1].running_mean, before)

@@ -294,3 +294,10 @@ BAD_CALLS: dict[str, Callable[[], object]] = {
 def test_bad_inputs_raise_value_error(name: str) -> None:
     with pytest.raises(ValueError):
         BAD_CALLS[name]()
+
+
+def test_confidence_weights_of_no_joints_and_of_a_nan_threshold() -> None:
+    no_joints = torch.zeros(2, 0, 4, 3)
+    assert confidence_weights(no_joints, 0.5, mode="percentile").shape == (2, 0)
+    with pytest.raises(ValueError, match="threshold must be a number, got nan"):
+        confidence_weights(torch.zeros(2, 3, 4, 3), math.nan)

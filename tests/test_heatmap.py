@@ -465,7 +465,8 @@ def test_dtype_and_device_kept(device: str, dtype: torch.dtype) -> None:
     assert (hm.dtype, hm.device, w.dtype, w.device) == (dtype, p.device, dtype, p.device)
     for refine in REFINES:
         coords, scores = decode_heatmaps(hm, refine=refine)
-        assert (coords.dtype, coords.device, scores.dtype) == (dtype, p.device, dtype)
+        work = torch.promote_types(dtype, torch.float32)  # sub-pixel positions need it
+        assert (coords.dtype, coords.device, scores.dtype) == (work, p.device, dtype)
     tol = {torch.float16: 0.1, torch.bfloat16: 0.25}.get(dtype, 0.05)
     torch.testing.assert_close(decode_heatmaps(hm)[0].float(), p.float(), rtol=0, atol=tol)
     for out in (
@@ -473,3 +474,20 @@ def test_dtype_and_device_kept(device: str, dtype: torch.dtype) -> None:
         warp_heatmaps(hm, torch.eye(3)[None].expand(2, 3, 3), (32, 24)),
     ):
         assert (out.dtype, out.device) == (dtype, p.device)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_keep_sub_pixel_geometry(dtype: torch.dtype) -> None:
+    """A half-precision map decodes and warps with float32 geometry: bfloat16 holds only
+    steps of 0.5 px above 64 px (and W - 1 = 287 as 288), which would move peaks by up to
+    a heatmap pixel."""
+    truth = torch.tensor([[[80.3, 50.3], [21.75, 30.0]]])
+    hm, _ = render_heatmaps(truth, torch.ones(1, 2), (96, 72), unbiased=True)
+    reference, _ = decode_heatmaps(hm)
+    decoded, _ = decode_heatmaps(hm.to(dtype))
+    torch.testing.assert_close(decoded, reference, rtol=0, atol=0.05)
+    # the mirror of x -> 287 - x at stride 4 (HRNet's 384 x 288 input): x_h -> 71.75 - x_h
+    mirror = torch.tensor([[[-1.0, 0.0, 71.75], [0.0, 1.0, 0.0]]])
+    warped, _ = decode_heatmaps(warp_heatmaps(hm.to(dtype), mirror, (96, 72)).float())
+    expected, _ = decode_heatmaps(warp_heatmaps(hm, mirror, (96, 72)))
+    torch.testing.assert_close(warped, expected, rtol=0, atol=0.05)

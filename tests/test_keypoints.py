@@ -443,3 +443,15 @@ def test_dtype_and_device_kept(device: str, dtype: torch.dtype) -> None:
         assert (out.dtype, out.device, out.shape) == (ref.dtype, ref.device, ref.shape)
     for mat in (invert_affine(m.to(dtype)), heatmap_matrix(m.to(dtype), 4)):
         assert (mat.dtype, mat.device) == (dtype, kp.device)
+
+
+def test_flip_index_of_short_mpii_names() -> None:
+    """Names with a bare leading or trailing l / r pair when the other side's name exists."""
+    mpii = ["rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thrx", "neck", "head",
+            "rwri", "relb", "rsho", "lsho", "lelb", "lwri"]  # fmt: skip
+    assert infer_flip_index(mpii) == (5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10)
+    assert infer_flip_index(["lHip", "rHip", "neck", "rank"]) == (1, 0, 2, 3)  # no "lank"
+    with pytest.raises(ValueError, match=r"'lar' pairs with \['lal', 'rar'\]"):
+        infer_flip_index(["lar", "rar", "lal"])
+    with pytest.raises(ValueError, match="which pairs with"):  # not a pairing
+        infer_flip_index(["Rl", "lr", "rR"])

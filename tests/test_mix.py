@@ -385,6 +385,23 @@ def test_eval_mode_paused_and_teacher_copies_are_identity() -> None:
     assert not torch.equal(net(x), expected)
 
 
+@pytest.mark.parametrize("switch", ["eval", "paused"])
+def test_a_chain_opened_in_training_is_unmixed_after_a_switch(switch: str) -> None:
+    """Features mixed in training mode are mixed, whatever the mode at the unmix: the
+    chain's plan is undone and the chain ends."""
+    mum = PoseMUM(grid=(3, 2), generator=generator(0))
+    x = torch.randn(8, 3, 12, 10)
+    y = mum(x)
+    assert mum.in_chain and not torch.equal(y, x)
+    if switch == "eval":
+        mum.eval()
+        assert torch.equal(mum.unmix(y), x)
+    else:
+        with mum.paused():
+            assert torch.equal(mum.unmix(y), x)
+    assert not mum.in_chain
+
+
 def test_a_mixing_point_after_the_unmix_point_is_an_error() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1))
     mum = PoseMUM(group_size=2, grid=2, generator=generator(0))

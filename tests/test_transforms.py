@@ -674,3 +674,45 @@ def test_heatmap_stride_is_one_ratio_for_both_axes() -> None:
         heatmap_stride(torch.zeros(1, 3, 128, 96), torch.zeros(1, 17, 25, 24))
     with pytest.raises(ValueError, match="heatmaps 0x0"):
         heatmap_stride(torch.zeros(1, 3, 128, 96), torch.zeros(1, 17, 0, 0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_flips_and_warps_with_float32_geometry(dtype: torch.dtype) -> None:
+    """At HRNet's 384 x 288 (heatmaps 96 x 72), a half-precision flip_matrix would read
+    W - 1 = 287 as 288; the warps keep their geometry in float32 and only their values in
+    ``dtype``."""
+    keypoints = torch.tensor([[[200.0, 150.0]]])
+    heatmaps, _ = render_heatmaps(keypoints / 4, torch.ones(1, 1), (96, 72), unbiased=True)
+    image = torch.zeros(1, 3, 384, 288)
+    flags = torch.tensor([True])
+    exact = apply_pose_flip(image, flags, [0], heatmaps=heatmaps).heatmaps
+    half = apply_pose_flip(image.to(dtype), flags, [0], heatmaps=heatmaps.to(dtype)).heatmaps
+    assert exact is not None and half is not None and half.dtype == dtype
+    torch.testing.assert_close(
+        decode_heatmaps(half.float())[0], decode_heatmaps(exact)[0], rtol=0, atol=0.05
+    )
+    pattern = (torch.arange(288.0) % 7).expand(1, 1, 4, 288)  # small integers: exact in dtype
+    flipped = warp_images(pattern.to(dtype), flip_matrix(288, flags)).float()
+    torch.testing.assert_close(flipped, pattern.flip(-1), rtol=0, atol=0.05)
+    moved = affine_keypoints(torch.tensor([[[100.0, 50.0]]], dtype=dtype), flip_matrix(288, flags))
+    assert moved.dtype == dtype and moved[0, 0, 0].item() == 187.0
+
+
+def test_joint_cutout_jitters_integer_keypoints_by_a_gaussian() -> None:
+    keypoints = torch.tensor([[[20, 30]]]).expand(2000, 1, 2)
+    params = sample_joint_cutout(keypoints, num_joints=1, jitter=10.0, generator=generator(0))
+    offset = params.centres - keypoints
+    assert params.centres.dtype == torch.get_default_dtype()
+    assert (offset == offset.round()).float().mean() < 0.01  # not whole pixels
+    assert 9.0 < float(offset.std()) < 11.0
+
+
+def test_heatmap_flip_of_no_joints_and_compose_of_two_dtypes() -> None:
+    out = apply_pose_flip(
+        torch.zeros(1, 1, 8, 8), torch.tensor([True]), [], heatmaps=torch.zeros(1, 0, 2, 2)
+    ).heatmaps
+    assert out is not None and out.shape == (1, 0, 2, 2)
+    shift = torch.tensor([[[1.0, 0.0, 5.0], [0.0, 1.0, 0.0]]])
+    double = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]], dtype=torch.float64)
+    composed = compose_affine(shift, double)
+    assert composed.dtype == torch.float64 and composed[0, 0, 2] == 10.0
