@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -14,21 +15,32 @@ def check_probability(name: str, value: float) -> float:
     return float(value)
 
 
+def _as_int(value: object) -> int | None:
+    """``value`` as a Python int if it is an integer (``int``, NumPy or 0-d integer tensor,
+    anything with ``__index__``) other than a bool, else ``None``."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def check_positive_int(name: str, value: int) -> int:
-    """Return ``value`` if it is an integer >= 1, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """Return ``value`` as an int if it is an integer >= 1, else raise ``ValueError``."""
+    number = _as_int(value)
+    if number is None or number < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return number
 
 
 def check_pair(name: str, value: int | Sequence[int]) -> tuple[int, int]:
     """Normalise an int or a pair of ints (each >= 1) to a ``(rows, cols)`` tuple."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+    single = _as_int(value)
+    pair = (single, single) if single is not None else tuple(value)  # type: ignore[arg-type]
     if len(pair) != 2:
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    for v in pair:
-        check_positive_int(name, v)
-    return (int(pair[0]), int(pair[1]))
+    return (check_positive_int(name, pair[0]), check_positive_int(name, pair[1]))
 
 
 def check_min_dims(name: str, x: torch.Tensor, ndim: int) -> None:
@@ -79,10 +91,11 @@ def check_flip_index(flip_index: Sequence[int], joints: int | None = None) -> tu
 
 
 def check_non_negative_int(name: str, value: int) -> int:
-    """Return ``value`` if it is an integer >= 0, else raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    """Return ``value`` as an int if it is an integer >= 0, else raise ``ValueError``."""
+    number = _as_int(value)
+    if number is None or number < 0:
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return value
+    return number
 
 
 def floating_dtype(*tensors: torch.Tensor) -> torch.dtype:

@@ -736,3 +736,13 @@ def test_an_empty_batch_mixes_to_an_empty_batch() -> None:
     assert mix_tiles(x, plan).shape == x.shape and unmix_tiles(x, plan).shape == x.shape
     mum = PoseMUM(grid=2)
     assert mum.unmix(mum(x)).shape == x.shape
+
+
+def test_numpy_and_tensor_integers_count_as_integers() -> None:
+    numpy = pytest.importorskip("numpy")
+    plan = sample_tile_plan(numpy.int64(8), grid=(numpy.int32(2), 3), generator=generator(0))
+    assert plan.batch_size == 8 and plan.grid == (2, 3)
+    assert PoseMUM(group_size=torch.tensor(4), grid=numpy.int64(2)).group_size == 4
+    for bad in (8.0, True, numpy.float64(8.0)):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 0"):
+            sample_tile_plan(bad, grid=2)
