@@ -900,12 +900,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.quick:  # a smoke run starts afresh
         args.record.unlink(missing_ok=True)
-    elif args.record.is_file() and read_record(args.record, budget) is None:
+    old = read_record(args.record, budget)
+    if old is None and args.record.is_file():
         raise SystemExit(
             f"ssl_synthetic: {args.record} was made with another budget (seeds or train.py "
             "flags), and its runs would be lost: give this benchmark a --record of its own"
         )
-    old = read_record(args.record, budget)
     base = {"meta": old["meta"] if old else metadata(), "command": command, "budget": budget}
     common_flags(budget, args)  # the data set, made once before the workers start
     if args.jobs == 1:

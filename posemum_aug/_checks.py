@@ -98,6 +98,17 @@ def check_non_negative_int(name: str, value: int) -> int:
     return number
 
 
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` promoted to float32 at least: the dtype of geometry, sums and solves on
+    half-precision data (bfloat16 holds integers exactly only up to 256, and pixel
+    positions in steps of 0.5 above 64).
+
+        >>> working_dtype(torch.bfloat16), working_dtype(torch.float64)
+        (torch.float32, torch.float64)
+    """
+    return torch.promote_types(dtype, torch.float32)
+
+
 def floating_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """The dtype of the first floating tensor of ``tensors``, else the default dtype.
 

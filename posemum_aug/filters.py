@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from posemum_aug._checks import check_probability, check_shape
+from posemum_aug._checks import check_probability, check_shape, working_dtype
 from posemum_aug.heatmap import decode_heatmaps, flip_heatmaps, render_heatmaps
 
 __all__ = ["confidence_weights", "flip_consistency_weights", "hard_targets"]
@@ -94,7 +94,7 @@ def confidence_weights(
         keep = peaks >= threshold
     elif mode == "percentile":
         check_probability("threshold", threshold)
-        work = torch.promote_types(heatmaps.dtype, torch.float32)  # quantile needs >= fp32
+        work = working_dtype(heatmaps.dtype)  # quantile needs >= fp32
         peaks = peaks.to(work).masked_fill(~finite, float("nan"))
         if peaks.numel() == 0:  # no sample or no joint: nothing to rank
             return heatmaps.new_zeros(peaks.shape)

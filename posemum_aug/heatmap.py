@@ -15,7 +15,13 @@ import torch
 from kornia.geometry.transform import warp_affine
 from torch import Tensor
 
-from posemum_aug._checks import check_affine_matrix, check_min_dims, check_pair, check_shape
+from posemum_aug._checks import (
+    check_affine_matrix,
+    check_min_dims,
+    check_pair,
+    check_shape,
+    working_dtype,
+)
 from posemum_aug.keypoints import as_flip_index
 
 __all__ = ["decode_heatmaps", "flip_heatmaps", "render_heatmaps", "warp_heatmaps"]
@@ -273,7 +279,7 @@ def decode_heatmaps(
     h, w = heatmaps.shape[-2:]
     if h == 0 or w == 0:
         raise ValueError(f"heatmaps must have h, w >= 1, got {tuple(heatmaps.shape)}")
-    work = torch.promote_types(heatmaps.dtype, torch.float32)  # sums, logs and solves
+    work = working_dtype(heatmaps.dtype)  # sums, logs and solves
     flat = heatmaps.flatten(2)
     finite = flat.sum(-1, dtype=work).isfinite()  # one pass; NaN, +-inf or overflow
     scores, index = flat.max(-1)
@@ -377,8 +383,7 @@ def warp_heatmaps(heatmaps: Tensor, matrix: Tensor, size: tuple[int, int]) -> Te
         raise ValueError(f"heatmaps must be floating, got {heatmaps.dtype}")
     check_affine_matrix(matrix, heatmaps.shape[0])
     size = check_pair("size", size)
-    # geometry in float32 at least: half-precision grids land up to a pixel off
-    work = torch.promote_types(heatmaps.dtype, torch.float32)
+    work = working_dtype(heatmaps.dtype)  # half-precision grids land up to a pixel off
     m = matrix[:, :2].to(device=heatmaps.device, dtype=work)
     out = warp_affine(
         heatmaps.to(work), m, size, mode="bilinear", padding_mode="zeros", align_corners=True

@@ -24,6 +24,7 @@ from posemum_aug._checks import (
     check_positive_int,
     check_shape,
     floating_dtype,
+    working_dtype,
 )
 
 __all__ = [
@@ -572,7 +573,7 @@ def affine_keypoints(keypoints: Tensor, matrix: Tensor) -> Tensor:
     check_shape("keypoints", keypoints, (None, None, 2))
     check_affine_matrix(matrix, keypoints.shape[0])
     dtype = floating_dtype(keypoints, matrix)
-    work = torch.promote_types(dtype, torch.float32)  # half precision: rounded once, at the end
+    work = working_dtype(dtype)  # half precision: rounded once, at the end
     m = matrix.to(device=keypoints.device, dtype=work)
     points = keypoints.to(work)
     return torch.baddbmm(m[:, None, :2, 2], points, m[:, :2, :2].transpose(1, 2)).to(dtype)

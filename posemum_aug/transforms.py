@@ -39,6 +39,7 @@ from posemum_aug._checks import (
     check_probability,
     check_shape,
     floating_dtype,
+    working_dtype,
 )
 from posemum_aug.heatmap import warp_heatmaps
 from posemum_aug.keypoints import (
@@ -520,8 +521,7 @@ def warp_images(images: Tensor, matrix: Tensor, size: Sequence[int] | None = Non
     rows = _affine_rows("matrix", matrix)
     check_shape("matrix", rows, (images.shape[0], 2, 3))
     out_size = tuple(images.shape[-2:]) if size is None else check_pair("size", size)
-    # geometry in float32 at least: half-precision grids land up to a pixel off
-    work = torch.promote_types(images.dtype, torch.float32)
+    work = working_dtype(images.dtype)  # half-precision grids land up to a pixel off
     rows = rows.to(device=images.device, dtype=work)
     out = warp_affine(images.to(work), rows, (out_size[0], out_size[1]), align_corners=True)
     return out.to(images.dtype)
@@ -655,7 +655,7 @@ def apply_pose_flip(
             out_visibility = _where_flagged(flags, flipped_visibility, visibility)
     if heatmaps is not None:
         stride = heatmap_stride(image, heatmaps)
-        work = torch.promote_types(heatmaps.dtype, torch.float32)  # W - 1 exact
+        work = working_dtype(heatmaps.dtype)  # W - 1 exact
         flips = flip_matrix(image.shape[-1], flags.to(heatmaps.device), dtype=work)
         size = (heatmaps.shape[-2], heatmaps.shape[-1])
         moved = warp_heatmaps(heatmaps, heatmap_matrix(flips, stride), size)
@@ -694,7 +694,7 @@ def joint_cutout_mask(params: JointCutoutParams, size: Sequence[int]) -> Tensor:
     check_shape("params.half_sizes", params.half_sizes, (batch, boxes))
     check_shape("params.active", params.active, (batch, boxes))
     centres = params.centres
-    coordinate_dtype = torch.promote_types(centres.dtype, torch.float32)
+    coordinate_dtype = working_dtype(centres.dtype)
     centres = centres.to(coordinate_dtype)
     half = params.half_sizes.to(device=centres.device, dtype=coordinate_dtype)[..., None]
     xs = torch.arange(width, device=centres.device, dtype=coordinate_dtype)
@@ -844,7 +844,7 @@ class RandomPoseAffine(nn.Module):
                 rotation_p=self.rotation_p,
                 generator=self.generator,
                 device=image.device,
-                dtype=torch.promote_types(image.dtype, torch.float32),
+                dtype=working_dtype(image.dtype),
             )
         return apply_pose_affine(image, params, keypoints, visibility, heatmaps)
 
